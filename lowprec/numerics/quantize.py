@@ -1,0 +1,259 @@
+"""quantize / dequantize / fake_quant: a tensor, a QuantSpec and an axis in; low-bit data and scales out.
+
+Grouping: the tensor is viewed so that each scale group is a trailing axis (tensor: all elements;
+channel: the `axis`; block: [..., n/k, k] along `axis`; tile: [..., R/k, k, C/k, k] over
+`tile_axis` × `axis`). Statistics reduce over the group axes, so scales broadcast against the view.
+Stored scales have the tensor's rank, with each grouped axis divided by the block size.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lowprec.numerics.formats import IntFormat, get_format
+from lowprec.numerics.rounding import round_to_format
+from lowprec.numerics.scales import cast_scale, rule_scale, scale_storage_dtype
+from lowprec.numerics.spec import QuantSpec
+
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """Where the scale groups of one quantized tensor sit (static)."""
+
+    granularity: str
+    block: int
+    axis: int
+    tile_axis: int | None
+    shape: tuple[int, ...]  # original (unpadded) shape
+    padded: tuple[int, ...]
+
+    def group(self, x):
+        """View x [*padded] with each scale group on trailing axes; returns (view, reduce_axes)."""
+        if self.granularity == "tensor":
+            return x, tuple(range(x.ndim))
+        if self.granularity == "channel":
+            return x, (self.axis,)
+        k = self.block
+        if self.granularity == "block":
+            v = jnp.moveaxis(x, self.axis, -1)
+            return v.reshape(v.shape[:-1] + (v.shape[-1] // k, k)), (-1,)
+        v = jnp.moveaxis(x, (self.tile_axis, self.axis), (-2, -1))
+        r, c = v.shape[-2:]
+        return v.reshape(v.shape[:-2] + (r // k, k, c // k, k)), (-3, -1)
+
+    def ungroup(self, v):
+        if self.granularity in ("tensor", "channel"):
+            return v
+        if self.granularity == "block":
+            v = v.reshape(v.shape[:-2] + (-1,))
+            return jnp.moveaxis(v, -1, self.axis)
+        v = v.reshape(v.shape[:-4] + (v.shape[-4] * v.shape[-3], v.shape[-2] * v.shape[-1]))
+        return jnp.moveaxis(v, (-2, -1), (self.tile_axis, self.axis))
+
+    def compact_scale(self, s):
+        """Scale in the grouped view (keepdims) -> stored layout (tensor rank, grouped axes / k)."""
+        if self.granularity == "tensor":
+            return s.reshape(())
+        if self.granularity == "channel":
+            return s
+        if self.granularity == "block":
+            return jnp.moveaxis(s[..., 0], -1, self.axis)
+        return jnp.moveaxis(s[..., 0, :, 0], (-2, -1), (self.tile_axis, self.axis))
+
+    def view_scale(self, s):
+        if self.granularity in ("tensor", "channel"):
+            return s
+        if self.granularity == "block":
+            return jnp.moveaxis(s, self.axis, -1)[..., None]
+        s = jnp.moveaxis(s, (self.tile_axis, self.axis), (-2, -1))
+        return s[..., :, None, :, None]
+
+    def pad(self, x):
+        widths = [(0, p - n) for n, p in zip(self.shape, self.padded)]
+        return jnp.pad(x, widths) if any(w for _, w in widths) else x
+
+    def crop(self, x):
+        return x[tuple(slice(0, n) for n in self.shape)] if self.padded != self.shape else x
+
+
+def _layout(shape, spec: QuantSpec, axis: int, tile_axis: int | None) -> _Layout:
+    ndim = len(shape)
+    if spec.granularity == "tensor":
+        return _Layout("tensor", 0, 0, None, tuple(shape), tuple(shape))
+    if ndim == 0:
+        raise ValueError(f"granularity {spec.granularity!r} needs an array of rank >= 1")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for an array of rank {ndim}")
+    axis %= ndim
+    if spec.granularity == "tile":
+        if tile_axis is None:
+            if ndim < 2 or axis < ndim - 2:
+                raise ValueError(f"tile granularity needs tile_axis= when axis={axis} is not one of the last two of rank {ndim}")
+            tile_axis = ndim - 2 if axis == ndim - 1 else ndim - 1
+        if not -ndim <= tile_axis < ndim or tile_axis % ndim == axis:
+            raise ValueError(f"tile_axis {tile_axis} must be a valid axis different from axis {axis} (rank {ndim})")
+        tile_axis %= ndim
+    else:
+        tile_axis = None
+    padded = list(shape)
+    for ax in (axis, tile_axis):
+        if ax is None or spec.granularity == "channel":
+            continue
+        n, k = shape[ax], spec.block
+        if n % k:
+            if not spec.pad:
+                raise ValueError(
+                    f"block size {k} does not divide axis {ax} of length {n} (shape {tuple(shape)}); "
+                    "use a block size that divides it or QuantSpec(pad=True)"
+                )
+            padded[ax] = -(-n // k) * k
+    return _Layout(spec.granularity, spec.block, axis, tile_axis, tuple(shape), tuple(padded))
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["data", "scale", "global_scale"],
+    meta_fields=["spec", "layout", "dtype"],
+)
+@dataclasses.dataclass(frozen=True)
+class QArray:
+    """Quantized tensor: element codes in a low-bit dtype, per-group scales, optional FP32 tensor scale.
+
+    data:         element values (float formats) or integer codes (int formats), original shape.
+    scale:        dequantization scales per group, in the scale format's storage dtype.
+    global_scale: float32 S_dec of the two-level (NVFP4) chain, else None.
+    """
+
+    data: jax.Array
+    scale: jax.Array
+    global_scale: jax.Array | None
+    spec: QuantSpec
+    layout: _Layout
+    dtype: Any
+
+    @property
+    def shape(self):
+        return self.layout.shape
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of data (at the storage dtype's real width) plus scales."""
+        elem_bits = jnp.dtype(self.data.dtype).itemsize * 8
+        if jnp.dtype(self.data.dtype) in (jnp.dtype(jnp.float4_e2m1fn), jnp.dtype(jnp.int4)):
+            elem_bits = 4
+        total = self.data.size * elem_bits / 8 + self.scale.size * jnp.dtype(self.scale.dtype).itemsize
+        return int(np.ceil(total)) + (4 if self.global_scale is not None else 0)
+
+
+def _stats(view, reduce_axes, spec):
+    amax = jnp.max(jnp.abs(view), axis=reduce_axes, keepdims=True)
+    sigma = None
+    if spec.scale_rule == "quest_sigma":
+        sigma = jnp.std(view, axis=reduce_axes, keepdims=True)
+    elif spec.scale_rule == "quest_rms":
+        sigma = jnp.sqrt(jnp.mean(view * view, axis=reduce_axes, keepdims=True))
+    return amax, sigma
+
+
+def _scales(view, reduce_axes, spec: QuantSpec):
+    """(encode multiplier or None, decode scale per group, global S_dec or None), all float32."""
+    fmt = spec.element
+    amax, sigma = _stats(view, reduce_axes, spec)
+    if not spec.two_level:
+        s = cast_scale(rule_scale(spec.scale_rule, fmt, amax, sigma, spec.amax_eps), spec.scale_format)
+        return None, jnp.where(jnp.isfinite(amax), s, jnp.nan), None
+    # NVFP4 chain (TE kernel): S_enc = max_elem*max_scale/amax_tensor (1 if amax is 0), capped at FLT_MAX.
+    scale_max = get_format(spec.scale_format).max_value if spec.scale_format.startswith("ue") else FLT_MAX
+    t_amax = jnp.max(amax)
+    s_enc = jnp.where(t_amax > 0, (fmt.max_value * scale_max) / t_amax, 1.0)
+    s_enc = jnp.minimum(s_enc, FLT_MAX)
+    s_dec = 1.0 / s_enc
+    mult = s_enc * jnp.float32(1.0 / fmt.max_value)  # folded first, then one multiply per block
+    s_b = cast_scale(jnp.minimum(amax * mult, scale_max), spec.scale_format)
+    enc = jnp.minimum(1.0 / (s_b * s_dec), FLT_MAX)
+    return enc, jnp.where(jnp.isfinite(amax), s_b, jnp.nan), s_dec
+
+
+def _check(spec, key, fn: str) -> None:
+    if not isinstance(spec, QuantSpec):
+        raise ValueError(f"spec must be a QuantSpec (see lowprec.specs.get), got {type(spec).__name__}")
+    if spec.rounding == "sr" and key is None:
+        raise ValueError(f"QuantSpec.rounding='sr' needs an explicit jax.random key: {fn}(x, spec, key=...)")
+
+
+def quantize(x: jax.Array, spec: QuantSpec, *, key: jax.Array | None = None, axis: int = -1,
+             tile_axis: int | None = None) -> QArray:
+    """Quantize x along `axis` (the GEMM contraction axis for block/channel scales) per `spec`."""
+    _check(spec, key, "quantize")
+    x = jnp.asarray(x)
+    return _quantize(x, key, spec, _layout(x.shape, spec, axis, tile_axis))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _quantize(x, key, spec: QuantSpec, layout: _Layout) -> QArray:
+    view, reduce_axes = layout.group(layout.pad(x.astype(jnp.float32)))
+    enc, s, s_dec = _scales(view, reduce_axes, spec)
+    scaled = view * enc if enc is not None else view / jnp.where(s > 0, s, 1.0)
+    if spec.headroom != 1.0:
+        scaled = scaled * spec.headroom
+    codes = round_to_format(scaled, spec.element, spec.rounding, key)
+    codes = jnp.where(jnp.isfinite(codes), codes, 0.0)  # non-finite blocks carry NaN in their scale
+    fmt = spec.element
+    if isinstance(fmt, IntFormat) and not fmt.centered:
+        codes = codes * (2.0**fmt.frac_bits)
+    data = layout.crop(layout.ungroup(codes)).astype(fmt.storage_dtype)
+    scale = layout.compact_scale(s).astype(scale_storage_dtype(spec.scale_format))
+    return QArray(data=data, scale=scale, global_scale=s_dec, spec=spec, layout=layout, dtype=x.dtype)
+
+
+def dequantize(q: QArray, dtype=None) -> jax.Array:
+    """Back to real values: code·scale (·S_dec for two-level), in `dtype` (default: the input's)."""
+    return _dequantize(q, jnp.dtype(dtype or q.dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _dequantize(q: QArray, dtype) -> jax.Array:
+    spec, layout = q.spec, q.layout
+    codes = q.data.astype(jnp.float32)
+    fmt = spec.element
+    if isinstance(fmt, IntFormat) and not fmt.centered:
+        codes = codes * (2.0**-fmt.frac_bits)
+    view, _ = layout.group(layout.pad(codes))
+    if spec.headroom != 1.0:
+        view = view / spec.headroom
+    out = view * layout.view_scale(q.scale.astype(jnp.float32))
+    if q.global_scale is not None:
+        out = out * q.global_scale
+    return layout.crop(layout.ungroup(out)).astype(dtype)
+
+
+def quantize_dequantize(x, spec: QuantSpec, *, key=None, axis: int = -1, tile_axis: int | None = None):
+    """dequantize(quantize(x)) in x's dtype, with no gradient rule (see fake_quant for STE)."""
+    return dequantize(quantize(x, spec, key=key, axis=axis, tile_axis=tile_axis), x.dtype)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 3, 4))
+def _fake_quant_ste(x, spec, key, axis, tile_axis):
+    return quantize_dequantize(x, spec, key=key, axis=axis, tile_axis=tile_axis)
+
+
+@_fake_quant_ste.defjvp
+def _fake_quant_ste_jvp(spec, axis, tile_axis, primals, tangents):
+    x, key = primals
+    return _fake_quant_ste(x, spec, key, axis, tile_axis), tangents[0]
+
+
+def fake_quant(x: jax.Array, spec: QuantSpec, *, key: jax.Array | None = None, axis: int = -1,
+               tile_axis: int | None = None) -> jax.Array:
+    """Quantize then dequantize: same shape and dtype as x; gradient is straight-through (identity)."""
+    _check(spec, key, "fake_quant")
+    x = jnp.asarray(x)
+    _layout(x.shape, spec, axis, tile_axis)  # shape errors at the boundary
+    return _fake_quant_ste(x, spec, key, axis, tile_axis)

@@ -1,0 +1,110 @@
+"""Rounding float32 values onto a format's value set, with saturation, in exact arithmetic.
+
+Every value is mapped to an integer grid k = |x|·2^(M-e) (e = the value's binade, clamped to the
+format's smallest normal binade so subnormals share one grid), k is rounded to an integer by the
+chosen mode, and the result is scaled back. Multiplying by powers of two is exact, so the only
+rounding is the one the mode asks for. Exponents come from `frexp`, never from floor(log2(x)).
+
+Hardware note: XLA flushes float32 subnormals to zero on CPU and GPU, so inputs below 2^-126 act as
+zero and formats with 8 exponent bits (bf16, e8mY) lose their subnormals there.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from lowprec.numerics.formats import FloatFormat, Format, IntFormat
+
+ROUNDING_MODES = ("rne", "sr", "half_away", "toward_zero", "ties_down")
+
+
+def exp2i(n: jax.Array) -> jax.Array:
+    """2^n as float32 built from exponent bits, for integer n in [-126, 127]."""
+    n = jnp.asarray(n, jnp.int32)
+    return lax.bitcast_convert_type((n + 127) << 23, jnp.float32)
+
+
+def scale_by_pow2(x: jax.Array, n: jax.Array) -> jax.Array:
+    """x·2^n exactly, for |n| up to 252, in two steps so neither factor leaves the normal range."""
+    half = n // 2
+    return x * exp2i(half) * exp2i(n - half)
+
+
+def floor_log2(x: jax.Array) -> jax.Array:
+    """floor(log2 x) for positive normal float32 x, exact (7.9999995 -> 2, not 3)."""
+    return jnp.frexp(x)[1] - 1
+
+
+def ceil_log2(x: jax.Array) -> jax.Array:
+    """ceil(log2 x) for positive normal float32 x, exact."""
+    mant, exp = jnp.frexp(x)
+    return jnp.where(mant == 0.5, exp - 1, exp)
+
+
+def round_integer(k: jax.Array, mode: str, key: jax.Array | None = None, odd: jax.Array | None = None) -> jax.Array:
+    """Round non-negative float32 k to an integer-valued float32 with the given mode.
+
+    `odd` overrides which floors count as odd for ties-to-even (the code's last bit, when the grid
+    index is not the code, as in formats without mantissa bits).
+    """
+    floor = jnp.floor(k)
+    frac = k - floor  # exact for the magnitudes used here (k < 2^12)
+    if mode == "rne":
+        if odd is None:
+            odd = jnp.fmod(floor, 2.0) == 1.0
+        up = (frac > 0.5) | ((frac == 0.5) & odd)
+    elif mode == "half_away":
+        up = frac >= 0.5
+    elif mode == "ties_down":
+        up = frac > 0.5
+    elif mode == "toward_zero":
+        return floor
+    elif mode == "sr":
+        if key is None:
+            raise ValueError("rounding='sr' needs an explicit jax.random key (key=...)")
+        # P(up) = frac; uniform has 24 random bits, so the bias is below 2^-24 of a step.
+        up = jax.random.uniform(key, k.shape, jnp.float32) < frac
+    else:
+        raise ValueError(f"unknown rounding mode {mode!r}; choose from {ROUNDING_MODES}")
+    return floor + up.astype(jnp.float32)
+
+
+def _round_float(x: jax.Array, fmt: FloatFormat, mode: str, key) -> jax.Array:
+    ax = jnp.abs(x)
+    e = floor_log2(jnp.where(ax > 0, ax, 1.0))
+    if fmt.subnormals:
+        e_eff, mbits = jnp.maximum(e, fmt.emin), fmt.man_bits
+        shift = mbits - e_eff
+    else:  # below the smallest normal the grid is {0, min_normal}
+        below = e < fmt.emin
+        shift = jnp.where(below, -fmt.emin, fmt.man_bits - e)
+    k = scale_by_pow2(ax, shift)
+    odd = None
+    if fmt.man_bits == 0:  # one value per binade: its code's last bit is the biased exponent's
+        odd = (k >= 1.0) & ((e + fmt.bias) % 2 == 1)
+    r = round_integer(k, mode, key, odd)
+    y = jnp.minimum(scale_by_pow2(r, -shift), fmt.max_value)
+    return jnp.copysign(y, x)
+
+
+def _round_int(x: jax.Array, fmt: IntFormat, mode: str, key) -> jax.Array:
+    k = x * (2.0**fmt.frac_bits)
+    if fmt.centered:  # levels at half-integers: round k - 1/2 on the integer grid
+        k = k - 0.5
+    mag = round_integer(jnp.abs(k), mode, key)
+    r = jnp.copysign(mag, k)
+    if fmt.centered:
+        r = r + 0.5
+    return jnp.clip(r, fmt.qmin, fmt.qmax) * (2.0**-fmt.frac_bits)
+
+
+def round_to_format(x: jax.Array, fmt: Format, mode: str = "rne", key: jax.Array | None = None) -> jax.Array:
+    """Round x onto `fmt`'s values (float32 out), saturating at ±max; NaN and ±inf give NaN."""
+    if mode not in ROUNDING_MODES:
+        raise ValueError(f"unknown rounding mode {mode!r}; choose from {ROUNDING_MODES}")
+    if mode == "sr" and key is None:
+        raise ValueError("rounding='sr' needs an explicit jax.random key (key=...)")
+    x = jnp.asarray(x).astype(jnp.float32)
+    y = _round_float(x, fmt, mode, key) if isinstance(fmt, FloatFormat) else _round_int(x, fmt, mode, key)
+    return jnp.where(jnp.isfinite(x), y, jnp.nan)

@@ -1,0 +1,189 @@
+"""Rounding onto formats: exhaustive bf16 sweeps against ml_dtypes and an enumerated value table,
+golden vectors from numerics.md §4, and statistical tests of stochastic rounding (§5)."""
+import itertools
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+from lowprec.numerics.formats import FloatFormat, get_format
+from lowprec.numerics.rounding import ceil_log2, floor_log2, round_to_format
+
+ALL_BF16 = np.arange(2**16, dtype=np.uint16).view(ml_dtypes.bfloat16).astype(np.float32)
+NORMAL_F32 = 2.0**-126  # XLA flushes float32 subnormals (see rounding.py)
+
+
+def ml_dtypes_reference(x, dtype, max_value):
+    """Independent oracle: explicit saturation, then ml_dtypes' RNE cast; non-finite -> NaN."""
+    with np.errstate(invalid="ignore"):
+        y = np.clip(x, -max_value, max_value).astype(dtype).astype(np.float32)
+    return np.where(np.isfinite(x), y, np.nan)
+
+
+def assert_same_values(got, want, where=None):
+    got, want = np.asarray(got), np.asarray(want)
+    if where is not None:
+        got, want = got[where], want[where]
+    bad = ~((got == want) | (np.isnan(got) & np.isnan(want)))
+    assert not bad.any(), f"{bad.sum()} mismatches, e.g. in={np.flatnonzero(bad)[:5]} got={got[bad][:5]} want={want[bad][:5]}"
+
+
+@pytest.mark.parametrize("name,dtype", [
+    ("e4m3", ml_dtypes.float8_e4m3fn), ("e5m2", ml_dtypes.float8_e5m2), ("e2m3", ml_dtypes.float6_e2m3fn),
+    ("e3m2", ml_dtypes.float6_e3m2fn), ("e2m1", ml_dtypes.float4_e2m1fn), ("fp16", np.float16),
+    ("bf16", ml_dtypes.bfloat16),
+])
+def test_exhaustive_bf16_patterns_vs_ml_dtypes(name, dtype):
+    fmt = get_format(name)
+    got = jax.jit(lambda x: round_to_format(x, fmt, "rne"))(ALL_BF16)
+    want = ml_dtypes_reference(ALL_BF16, dtype, fmt.max_value)
+    # bf16's own subnormals are float32 subnormals, which XLA flushes; they become zero.
+    keep = np.abs(ALL_BF16) >= NORMAL_F32 if name == "bf16" else None
+    assert_same_values(got, want, keep)
+    if name == "bf16":
+        assert (np.asarray(got)[np.abs(ALL_BF16) < NORMAL_F32] == 0).all()
+
+
+def value_table(fmt: FloatFormat):
+    """Non-negative finite values of a float format decoded from every code (float64), with each
+    value's code parity (the last bit of e_code·2^M + m_code), sorted by value."""
+    vals = {}
+    for e_code, m_code in itertools.product(range(2**fmt.exp_bits), range(2**fmt.man_bits)):
+        top = e_code == 2**fmt.exp_bits - 1
+        if fmt.specials == "ieee" and top:
+            continue
+        if fmt.specials == "fn" and top and m_code == 2**fmt.man_bits - 1:
+            continue
+        if e_code == 0:
+            v = m_code * 2.0 ** (1 - fmt.bias - fmt.man_bits) if fmt.subnormals else (0.0 if m_code == 0 else None)
+        else:
+            v = (1 + m_code / 2**fmt.man_bits) * 2.0 ** (e_code - fmt.bias)
+        if v is not None and v not in vals:
+            vals[v] = ((e_code << fmt.man_bits) | m_code) & 1
+    table = np.array(sorted(vals))
+    return table, np.array([vals[v] for v in table])
+
+
+def table_rne(x, table, parity):
+    """Nearest table value, ties to the value whose code has an even last bit, saturating."""
+    with np.errstate(invalid="ignore"):
+        ax = np.nan_to_num(np.abs(x.astype(np.float64)), posinf=0.0)
+    hi = np.clip(np.searchsorted(table, ax), 1, len(table) - 1)
+    lo = hi - 1
+    dlo, dhi = ax - table[lo], table[hi] - ax
+    pick = np.where(dlo < dhi, lo, np.where(dhi < dlo, hi, np.where(parity[lo] == 0, lo, hi)))
+    y = np.where(ax >= table[-1], table[-1], table[pick])
+    return np.where(np.isfinite(x), np.copysign(y, np.nan_to_num(x)), np.nan).astype(np.float32)
+
+
+@pytest.mark.parametrize("spec", ["e3m4", "e4m3fn", "e5m2ieee", "e2m1", "e1m2", "e5m6", "e6m1", "e3m0", "e4m3fn_nosub", "e2m2_nosub", "e7m3"])
+def test_generic_exmy_exhaustive_vs_value_table(spec):
+    fmt = get_format(spec)
+    table, parity = value_table(fmt)
+    assert table[-1] == fmt.max_value
+    got = jax.jit(lambda x: round_to_format(x, fmt, "rne"))(ALL_BF16)
+    want = table_rne(ALL_BF16, table, parity)
+    keep = np.abs(ALL_BF16) >= NORMAL_F32
+    assert_same_values(got, want, keep)
+
+
+def test_e2m1_golden_ties():
+    x = jnp.array([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5, 5.5, 6.5, 100, -2.5, -0.25])
+    e2m1 = get_format("e2m1")
+    assert_same_values(round_to_format(x, e2m1, "rne"), [0, 1, 1, 2, 2, 4, 4, 6, 6, 6, -2, -0.0])
+    assert_same_values(round_to_format(x, e2m1, "ties_down"), [0, 0.5, 1, 1.5, 2, 3, 4, 6, 6, 6, -2, -0.0])
+    assert np.signbit(np.asarray(round_to_format(x, e2m1))[-1])
+
+
+def test_cast_golden_vectors():
+    assert_same_values(round_to_format(jnp.array([464.0, 470, 432, 400]), get_format("e4m3")), [448, 448, 448, 384])
+    assert_same_values(round_to_format(jnp.array([60000.0, 61440, 1e9]), get_format("e5m2")), [57344, 57344, 57344])
+    assert_same_values(round_to_format(jnp.array([np.nan, np.inf, -np.inf]), get_format("e4m3")), [np.nan] * 3)
+
+
+def test_other_modes():
+    e2m1 = get_format("e2m1")
+    x = jnp.array([0.75, 1.25, 2.5, 5.0, -0.75, 5.9])
+    assert_same_values(round_to_format(x, e2m1, "half_away"), [1, 1.5, 3, 6, -1, 6])
+    assert_same_values(round_to_format(x, e2m1, "toward_zero"), [0.5, 1, 2, 4, -0.5, 4])
+
+
+def test_exponent_extraction_just_below_powers_of_two():
+    x = jnp.array([7.9999995, 255.99998, 8.0, 1.0, 0.75], jnp.float32)
+    assert np.floor(np.log2(np.float32(7.9999995))) == 3  # the fp32 trap the spec warns about
+    assert list(np.asarray(floor_log2(x))) == [2, 7, 3, 0, -1]
+    assert list(np.asarray(ceil_log2(x))) == [3, 8, 3, 0, 0]
+
+
+def test_int_rounding():
+    int4 = get_format("int4")
+    x = jnp.array([0.5, 1.5, -2.5, 7.6, -9.0, 3.49])
+    assert_same_values(round_to_format(x, int4), [0, 2, -2, 7, -7, 3])
+    assert_same_values(round_to_format(x, get_format("int4_full")), [0, 2, -2, 7, -8, 3])
+    assert_same_values(round_to_format(jnp.array([0.2, -0.2, 9.0, 1.0]), get_format("int4_centered")), [0.5, -0.5, 7.5, 0.5])
+    assert_same_values(round_to_format(jnp.array([1.0, 3.0, -0.5 / 64]), get_format("mxint8")), [1.0, 1.984375, -0.0])
+
+
+# ---- stochastic rounding (numerics.md §5) ----
+SR_FORMATS = ["e2m1", "e4m3", "int4"]
+
+
+def neighbours(x, name):
+    """(lo, hi): the grid values around |x| from the enumerated table, signs restored (numpy)."""
+    table = np.arange(8.0) if name == "int4" else value_table(get_format(name))[0]
+    ax = np.abs(np.asarray(x, np.float64))
+    hi_idx = np.clip(np.searchsorted(table, ax, side="left"), 0, len(table) - 1)
+    lo_idx = np.where(table[hi_idx] == ax, hi_idx, hi_idx - 1)
+    return np.copysign(table[lo_idx], x), np.copysign(table[hi_idx], x)
+
+
+@pytest.mark.parametrize("name", SR_FORMATS)
+def test_sr_support_and_unbiased(name):
+    fmt = get_format(name)
+    x = jax.random.uniform(jax.random.key(1), (512,), minval=-fmt.max_value * 0.9, maxval=fmt.max_value * 0.9)
+    keys = jax.random.split(jax.random.key(2), 2000)
+    draws = jax.vmap(lambda k: round_to_format(x, fmt, "sr", k))(keys)
+    lo, hi = neighbours(x, name)
+    draws = np.asarray(draws)
+    # support: every draw is one of the two neighbours
+    assert np.all((draws == lo) | (draws == hi))
+    # unbiased: |mean - x| within 5 standard errors of a Bernoulli over one step
+    err = np.abs(draws.mean(0) - np.asarray(x))
+    assert np.all(err <= 5 * np.abs(hi - lo) * 0.5 / np.sqrt(len(keys)) + 1e-6)
+
+
+@pytest.mark.parametrize("name", SR_FORMATS)
+def test_sr_mean_of_50_beats_rne_and_keys(name):
+    fmt = get_format(name)
+    x = jax.random.uniform(jax.random.key(3), (4096,), minval=-fmt.max_value * 0.8, maxval=fmt.max_value * 0.8)
+    rn = round_to_format(x, fmt, "rne")
+    draws = jax.vmap(lambda k: round_to_format(x, fmt, "sr", k))(jax.random.split(jax.random.key(4), 50))
+    rmse = lambda y: float(jnp.sqrt(jnp.mean((y - x) ** 2)))
+    assert rmse(draws.mean(0)) < rmse(rn)
+    a = round_to_format(x, fmt, "sr", jax.random.key(7))
+    b = jax.jit(lambda v, k: round_to_format(v, fmt, "sr", k))(x, jax.random.key(7))
+    c = round_to_format(x, fmt, "sr", jax.random.key(8))
+    assert_same_values(a, b)  # same key, eager == jit
+    assert int(jnp.sum(a != c)) >= 256  # different keys really differ
+    representable = round_to_format(x, fmt, "rne")
+    assert_same_values(round_to_format(representable, fmt, "sr", jax.random.key(9)), representable)
+
+
+def test_sr_probabilities_match_position_in_bin():
+    e2m1 = get_format("e2m1")
+    x = jnp.full((20000,), 2.25)  # a quarter of the way from 2 to 3
+    draws = round_to_format(x, e2m1, "sr", jax.random.key(0))
+    p_up = float(jnp.mean(draws == 3.0))
+    assert abs(p_up - 0.25) < 4 * np.sqrt(0.25 * 0.75 / x.size)
+    # no bias from flushing below the smallest subnormal: 0.125 between 0 and 0.5
+    tiny = round_to_format(jnp.full((20000,), 0.125), e2m1, "sr", jax.random.key(1))
+    assert abs(float(tiny.mean()) - 0.125) < 4 * 0.5 * np.sqrt(0.25 * 0.75 / 20000)
+
+
+def test_sr_needs_key_and_bad_mode():
+    with pytest.raises(ValueError, match="key"):
+        round_to_format(jnp.ones(3), get_format("e2m1"), "sr")
+    with pytest.raises(ValueError, match="rounding mode"):
+        round_to_format(jnp.ones(3), get_format("e2m1"), "nearest")
