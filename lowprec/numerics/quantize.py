@@ -213,6 +213,37 @@ def _quantize(x, key, spec: QuantSpec, layout: _Layout) -> QArray:
     return QArray(data=data, scale=scale, global_scale=s_dec, spec=spec, layout=layout, dtype=x.dtype)
 
 
+def split_scales(q: QArray) -> tuple[jax.Array, jax.Array]:
+    """(inner, outer) float32 with dequantize(q) == inner·outer.
+
+    inner = codes times the scales that vary along the quantization axis (block/tile scales, the
+    headroom); outer = the factors constant along it (tensor or per-channel scale, the two-level
+    S_dec), broadcastable to the tensor. A GEMM must keep `inner` inside its K sum but may apply
+    `outer` to its output, which is what lets per-tensor/per-row FP8 run on FP8 tensor cores.
+    """
+    spec, layout = q.spec, q.layout
+    codes = q.data.astype(jnp.float32)
+    fmt = spec.element
+    if isinstance(fmt, IntFormat) and not fmt.centered:
+        codes = codes * (2.0**-fmt.frac_bits)
+    if spec.headroom != 1.0:
+        codes = codes / spec.headroom
+    scale = q.scale.astype(jnp.float32)
+    if layout.granularity in ("tensor", "channel"):
+        return codes, scale
+    view, _ = layout.group(layout.pad(codes))
+    inner = layout.crop(layout.ungroup(view * layout.view_scale(scale)))
+    outer = q.global_scale if q.global_scale is not None else jnp.ones((), jnp.float32)
+    return inner, outer
+
+
+def element_scale(q: QArray) -> jax.Array:
+    """Per-element value of one code step (code -> value multiplier), broadcast to the full shape."""
+    unit = dataclasses.replace(q, data=jnp.ones(q.data.shape, q.data.dtype))
+    inner, outer = split_scales(unit)
+    return inner * outer
+
+
 def dequantize(q: QArray, dtype=None) -> jax.Array:
     """Back to real values: code·scale (·S_dec for two-level), in `dtype` (default: the input's)."""
     return _dequantize(q, jnp.dtype(dtype or q.dtype))
@@ -220,18 +251,8 @@ def dequantize(q: QArray, dtype=None) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnums=(1,))
 def _dequantize(q: QArray, dtype) -> jax.Array:
-    spec, layout = q.spec, q.layout
-    codes = q.data.astype(jnp.float32)
-    fmt = spec.element
-    if isinstance(fmt, IntFormat) and not fmt.centered:
-        codes = codes * (2.0**-fmt.frac_bits)
-    view, _ = layout.group(layout.pad(codes))
-    if spec.headroom != 1.0:
-        view = view / spec.headroom
-    out = view * layout.view_scale(q.scale.astype(jnp.float32))
-    if q.global_scale is not None:
-        out = out * q.global_scale
-    return layout.crop(layout.ungroup(out)).astype(dtype)
+    inner, outer = split_scales(q)
+    return (inner * outer).astype(dtype)
 
 
 def quantize_dequantize(x, spec: QuantSpec, *, key=None, axis: int = -1, tile_axis: int | None = None):

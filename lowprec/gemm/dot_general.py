@@ -1,0 +1,139 @@
+"""The quantized dot_general: any dimension numbers, three independently quantized GEMMs.
+
+Operands are canonicalized to l[B,M,K] and r[B,N,K] (B = batch dims, M/N = free dims, K =
+contracting dims, each flattened in order), so the three GEMMs are contraction-last products:
+  fprop  Y[B,M,N]  = l · r      contracting K
+  dgrad  dl[B,M,K] = dY · rᵀ    contracting N   (operands dY[B,M,N], rᵀ[B,K,N])
+  wgrad  dr[B,N,K] = dYᵀ · l    contracting M   (operands dYᵀ[B,N,M], lᵀ[B,K,M])
+The forward's Hadamard rotates along K (l R, r R); gradients are rotated back by Rᵀ where the
+backward works in the rotated domain (fwd_q sources, or masks of the clipped/QuEST estimators).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from lowprec.gemm.config import GemmConfig, Recipe
+from lowprec.gemm.qgemm import matmul, qgemm, quantize_operand, role_key, rotate
+from lowprec.numerics.formats import IntFormat
+from lowprec.numerics.quantize import QArray, dequantize, element_scale
+from lowprec.transforms.hadamard import inverse_hadamard
+
+
+def _check_dimension_numbers(lhs, rhs, dimension_numbers):
+    try:
+        (lc, rc), (lb, rb) = dimension_numbers
+        lc, rc, lb, rb = (tuple(int(d) for d in dims) for dims in (lc, rc, lb, rb))
+    except (TypeError, ValueError):
+        raise ValueError(
+            "dimension_numbers must be ((lhs_contracting, rhs_contracting), (lhs_batch, rhs_batch)), "
+            f"got {dimension_numbers!r}") from None
+    for name, dims, x in (("lhs_contracting", lc, lhs), ("lhs_batch", lb, lhs), ("rhs_contracting", rc, rhs), ("rhs_batch", rb, rhs)):
+        if any(not 0 <= d < x.ndim for d in dims) or len(set(dims)) != len(dims):
+            raise ValueError(f"dot_general: {name} dims {dims} are invalid for an operand of rank {x.ndim}")
+    if len(lc) != len(rc) or len(lb) != len(rb) or set(lc) & set(lb) or set(rc) & set(rb):
+        raise ValueError(f"dot_general: mismatched dimension_numbers {dimension_numbers!r}")
+    for kind, ld, rd in (("contracting", lc, rc), ("batch", lb, rb)):
+        ls, rs = [lhs.shape[d] for d in ld], [rhs.shape[d] for d in rd]
+        if ls != rs:
+            raise ValueError(f"dot_general: {kind} dimensions differ in size: lhs {ld} -> {ls}, rhs {rd} -> {rs}")
+    return (lc, rc), (lb, rb)
+
+
+def _canonical(x, batch, contracting):
+    free = tuple(d for d in range(x.ndim) if d not in batch and d not in contracting)
+    perm = batch + free + contracting
+    size = lambda dims: math.prod(x.shape[d] for d in dims)
+    shape = (size(batch), size(free), size(contracting))
+    return jnp.transpose(x, perm).reshape(shape), free
+
+
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, *,
+                recipe: Recipe, key=None):
+    """jax.lax.dot_general with fprop, dgrad and wgrad quantized as `recipe` says.
+
+    `key` feeds stochastic rounding and per-call Hadamard signs (required when recipe.needs_key).
+    The recipe's per-GEMM accumulation setting governs quantized GEMMs; `precision` applies to
+    GEMMs the recipe leaves in high precision.
+    """
+    if not isinstance(recipe, Recipe):
+        raise ValueError(f"recipe must be a lowprec.Recipe (see lowprec.recipes.get), got {type(recipe).__name__}")
+    lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
+    (lc, rc), (lb, rb) = _check_dimension_numbers(lhs, rhs, dimension_numbers)
+    if recipe.needs_key and key is None:
+        raise ValueError(f"recipe {recipe.name!r} uses stochastic rounding or random Hadamard signs: pass key=jax.random.key(...)")
+    if not recipe.active:
+        return lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type)
+    out_dtype = jnp.dtype(preferred_element_type or jnp.result_type(lhs, rhs))
+    l, lfree = _canonical(lhs, lb, lc)
+    r, rfree = _canonical(rhs, rb, rc)
+    out = _qdot(l, r, key, recipe, out_dtype, precision)
+    shape = tuple(lhs.shape[d] for d in lb) + tuple(lhs.shape[d] for d in lfree) + tuple(rhs.shape[d] for d in rfree)
+    return out.reshape(shape)
+
+
+def _fprop(l, r, key, recipe: Recipe, precision):
+    cfg = recipe.fprop
+    a, b = rotate(l, cfg, key, "fprop"), rotate(r, cfg, key, "fprop")
+    qa = quantize_operand(a, cfg.lhs.spec, key, "fprop", "lhs")
+    qb = quantize_operand(b, cfg.rhs.spec, key, "fprop", "rhs")
+    return matmul(qa, qb, cfg, precision), a, b, qa, qb
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _qdot(l, r, key, recipe, out_dtype, precision):
+    return _fprop(l, r, key, recipe, precision)[0].astype(out_dtype)
+
+
+def _keep_mask(x, q, estimator: str):
+    """Where the gradient passes: not clipped (clipped_ste), or within half a step (quest_trust)."""
+    if not isinstance(q, QArray):
+        return None
+    step = element_scale(q)
+    if estimator == "quest_trust" and isinstance(q.spec.element, IntFormat):
+        return jnp.abs(dequantize(q, jnp.float32) - x) <= 0.5 * step * (1 + 1e-6)
+    return jnp.abs(x) <= q.spec.element.max_value * step
+
+
+def _qdot_fwd(l, r, key, recipe, out_dtype, precision):
+    y, a, b, qa, qb = _fprop(l, r, key, recipe, precision)
+    masks = None
+    if recipe.estimator != "ste":
+        masks = (_keep_mask(a.astype(jnp.float32), qa, recipe.estimator),
+                 _keep_mask(b.astype(jnp.float32), qb, recipe.estimator))
+    saved_q = (qa if recipe.wgrad.rhs.source == "fwd_q" else None, qb if recipe.dgrad.rhs.source == "fwd_q" else None)
+    return y.astype(out_dtype), (l, r, key, saved_q, masks)
+
+
+def _qdot_bwd(recipe, out_dtype, precision, res, g):
+    l, r, key, (qa, qb), masks = res
+    fcfg: GemmConfig = recipe.fprop
+    # Backward operands: the high-precision originals, or the forward-quantized (rotated) tensors.
+    w_src = dequantize(qb, l.dtype) if qb is not None else r
+    x_src = dequantize(qa, r.dtype) if qa is not None else l
+    g_l = qgemm(g, jnp.swapaxes(w_src, -1, -2), recipe.dgrad, key, "dgrad", precision)
+    g_r = qgemm(jnp.swapaxes(g, -1, -2), jnp.swapaxes(x_src, -1, -2), recipe.wgrad, key, "wgrad", precision)
+    g_l = _to_input_domain(g_l, qb is not None, masks and masks[0], fcfg, key)
+    g_r = _to_input_domain(g_r, qa is not None, masks and masks[1], fcfg, key)
+    return g_l.astype(l.dtype), g_r.astype(r.dtype), None
+
+
+def _to_input_domain(grad, rotated: bool, mask, fcfg: GemmConfig, key):
+    """Apply the estimator mask (rotated domain) and undo the forward rotation where needed."""
+    if mask is None and not rotated:
+        return grad
+    if fcfg.hadamard is None:
+        return grad * mask if mask is not None else grad
+    if not rotated:
+        grad = rotate(grad, fcfg, key, "fprop")
+    if mask is not None:
+        grad = grad * mask
+    k = role_key(key, "fprop", "hadamard") if fcfg.hadamard.needs_key else None
+    return inverse_hadamard(grad, fcfg.hadamard, axis=-1, key=k)
+
+
+_qdot.defvjp(_qdot_fwd, _qdot_bwd)

@@ -1,0 +1,99 @@
+"""One quantized GEMM in canonical form: a[B,P,C] · b[B,Q,C] -> [B,P,Q], contracting the last axis.
+
+All three training GEMMs are this shape (see dot_general.py), with both operands contraction-major
+("TN"), the layout in which Hopper's FP8 GEMMs reach their full speed.
+
+Execution paths (same numerics, chosen statically per GEMM):
+- fp8: both operands FP8 (E4M3/E5M2) with scales constant along the contraction (per tensor / per
+  row): a real FP8 dot_general with f32 output, scales applied to the output.
+- emulated: codes times the scales that vary along the contraction (blocks, tiles) are formed
+  exactly; when that product fits bf16 exactly (e.g. E2M1 x UE4M3, E4M3 x E8M0) the GEMM runs in
+  bf16 with f32 accumulation, otherwise in f32 at HIGHEST precision. Scales constant along the
+  contraction (tensor, row, the NVFP4 FP32 level, the 3/4 headroom) multiply the output.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from lowprec.gemm.config import GemmConfig
+from lowprec.numerics.formats import FloatFormat
+from lowprec.numerics.quantize import QArray, quantize, split_scales
+from lowprec.numerics.spec import QuantSpec
+from lowprec.transforms.hadamard import apply_hadamard
+
+_CANONICAL = (((2,), (2,)), ((0,), (0,)))
+_FP8 = (jnp.dtype(jnp.float8_e4m3fn), jnp.dtype(jnp.float8_e5m2))
+_SCALE_SIG_BITS = {"e8m0": 1, "ue4m3": 4, "ue5m3": 4, "bf16": 8, "fp32": 24}
+
+# Key slots: (role, slot) -> fold_in index, so no two roles or operands share random draws.
+ROLE_IDS = {"fprop": 0, "dgrad": 1, "wgrad": 2}
+SLOT_IDS = {"hadamard": 0, "lhs": 1, "rhs": 2}
+
+
+def role_key(key, role: str, slot: str):
+    return None if key is None else jax.random.fold_in(key, 8 * ROLE_IDS[role] + SLOT_IDS[slot])
+
+
+def fp8_eligible(spec: QuantSpec | None) -> bool:
+    """Scales constant along the contraction and an FP8 element: runs on FP8 tensor cores."""
+    return (spec is not None and spec.granularity in ("tensor", "channel")
+            and jnp.dtype(spec.element.storage_dtype) in _FP8)
+
+
+def bf16_exact(spec: QuantSpec) -> bool:
+    """Whether code x (scales varying along the contraction) is always exact in bf16 (8 bits)."""
+    fmt = spec.element
+    bits = fmt.man_bits + 1 if isinstance(fmt, FloatFormat) else fmt.bits
+    if spec.granularity in ("block", "tile"):
+        bits += _SCALE_SIG_BITS[spec.scale_format] - 1
+    return bits <= 8
+
+
+def rotate(x, cfg: GemmConfig, key, role: str):
+    """The GEMM's Hadamard along the contraction axis (identity when it has none)."""
+    if cfg.hadamard is None:
+        return x
+    k = role_key(key, role, "hadamard") if cfg.hadamard.needs_key else None
+    return apply_hadamard(x, cfg.hadamard, axis=-1, key=k)
+
+
+def quantize_operand(x, spec: QuantSpec | None, key, role: str, slot: str):
+    if spec is None:
+        return x
+    k = role_key(key, role, slot) if spec.rounding == "sr" else None
+    return quantize(x, spec, key=k, axis=-1)
+
+
+def matmul(a, b, cfg: GemmConfig, precision=None) -> jax.Array:
+    """a[B,P,C] x b[B,Q,C] -> f32 [B,P,Q]; each operand a high-precision array or a QArray."""
+    if isinstance(a, QArray) and isinstance(b, QArray) and fp8_eligible(a.spec) and fp8_eligible(b.spec):
+        acc = lax.Precision.HIGHEST if cfg.accumulation == "highest" else lax.Precision.DEFAULT
+        out = lax.dot_general(a.data, b.data, _CANONICAL, precision=acc, preferred_element_type=jnp.float32)
+        _, outer_a = split_scales(a)
+        _, outer_b = split_scales(b)
+        return out * outer_a * jnp.swapaxes(outer_b, -1, -2) if outer_b.ndim else out * outer_a * outer_b
+    ops, outers = [], []
+    for x in (a, b):
+        if isinstance(x, QArray):
+            inner, outer = split_scales(x)
+            ops.append(inner.astype(jnp.bfloat16) if bf16_exact(x.spec) else inner)
+            outers.append(outer)
+        else:
+            ops.append(x)
+            outers.append(jnp.ones((), jnp.float32))
+    dtype = jnp.bfloat16 if all(o.dtype == jnp.bfloat16 for o in ops) else jnp.float32
+    prec = precision if dtype == jnp.bfloat16 else lax.Precision.HIGHEST
+    out = lax.dot_general(ops[0].astype(dtype), ops[1].astype(dtype), _CANONICAL, precision=prec,
+                          preferred_element_type=jnp.float32)
+    outer_b = jnp.swapaxes(outers[1], -1, -2) if outers[1].ndim else outers[1]
+    return out * outers[0] * outer_b
+
+
+def qgemm(a, b, cfg: GemmConfig, key, role: str, precision=None) -> jax.Array:
+    """Rotate, quantize and multiply both operands as `cfg` says; f32 [B,P,Q] out."""
+    a, b = rotate(a, cfg, key, role), rotate(b, cfg, key, role)
+    qa = quantize_operand(a, cfg.lhs.spec, key, role, "lhs")
+    qb = quantize_operand(b, cfg.rhs.spec, key, role, "rhs")
+    return matmul(qa, qb, cfg, precision)
