@@ -25,6 +25,8 @@ from lowprec.transforms.hadamard import apply_hadamard
 
 _CANONICAL = (((2,), (2,)), ((0,), (0,)))
 _FP8 = (jnp.dtype(jnp.float8_e4m3fn), jnp.dtype(jnp.float8_e5m2))
+# Codes up to 2^emax are multiplied before the scales: keep code products far from float32 overflow.
+_MAX_CODE_EXP = 48
 _SCALE_SIG_BITS = {"e8m0": 1, "ue4m3": 4, "ue5m3": 4, "bf16": 8, "fp32": 24}
 
 # Key slots: (role, slot) -> fold_in index, so no two roles or operands share random draws.
@@ -78,7 +80,11 @@ def matmul(a, b, cfg: GemmConfig, precision=None) -> jax.Array:
     for x in (a, b):
         if isinstance(x, QArray):
             inner, outer = split_scales(x)
-            ops.append(inner.astype(jnp.bfloat16) if bf16_exact(x.spec) else inner)
+            if x.spec.element.emax > _MAX_CODE_EXP:  # code products could overflow: scale first
+                inner, outer = inner * outer, jnp.ones((), jnp.float32)
+                ops.append(inner)
+            else:
+                ops.append(inner.astype(jnp.bfloat16) if bf16_exact(x.spec) else inner)
             outers.append(outer)
         else:
             ops.append(x)

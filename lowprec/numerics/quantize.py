@@ -216,24 +216,26 @@ def _quantize(x, key, spec: QuantSpec, layout: _Layout) -> QArray:
 def split_scales(q: QArray) -> tuple[jax.Array, jax.Array]:
     """(inner, outer) float32 with dequantize(q) == inner·outer.
 
-    inner = codes times the scales that vary along the quantization axis (block/tile scales, the
-    headroom); outer = the factors constant along it (tensor or per-channel scale, the two-level
-    S_dec), broadcastable to the tensor. A GEMM must keep `inner` inside its K sum but may apply
-    `outer` to its output, which is what lets per-tensor/per-row FP8 run on FP8 tensor cores.
+    inner = codes times the scales that vary along the quantization axis (block/tile scales);
+    outer = the factors constant along it (tensor or per-channel scale, the two-level S_dec, the
+    1/headroom constant), broadcastable to the tensor. A GEMM must keep `inner` inside its K sum but
+    may apply `outer` to its output, which is what lets per-tensor/per-row FP8 run on FP8 tensor
+    cores and keeps E2M1 x UE4M3 / E8M0 products exact in bf16.
     """
     spec, layout = q.spec, q.layout
     codes = q.data.astype(jnp.float32)
     fmt = spec.element
     if isinstance(fmt, IntFormat) and not fmt.centered:
         codes = codes * (2.0**-fmt.frac_bits)
-    if spec.headroom != 1.0:
-        codes = codes / spec.headroom
     scale = q.scale.astype(jnp.float32)
     if layout.granularity in ("tensor", "channel"):
-        return codes, scale
-    view, _ = layout.group(layout.pad(codes))
-    inner = layout.crop(layout.ungroup(view * layout.view_scale(scale)))
-    outer = q.global_scale if q.global_scale is not None else jnp.ones((), jnp.float32)
+        inner, outer = codes, scale
+    else:
+        view, _ = layout.group(layout.pad(codes))
+        inner = layout.crop(layout.ungroup(view * layout.view_scale(scale)))
+        outer = q.global_scale if q.global_scale is not None else jnp.ones((), jnp.float32)
+    if spec.headroom != 1.0:
+        outer = outer / spec.headroom
     return inner, outer
 
 
