@@ -1,0 +1,1 @@
+"""Scaling-law fitting (numpy/scipy/matplotlib only, never JAX): runs tables, laws, fits, predictions."""
