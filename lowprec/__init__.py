@@ -1,17 +1,53 @@
-"""lowprec: low-precision (FP8/FP6/FP4/INT) LLM training in JAX/Flax."""
-from lowprec import recipes
-from lowprec.gemm import GemmConfig, OperandConfig, Recipe
-from lowprec.gemm import dot_general as _gemm_dot_general
-from lowprec.numerics import (
-    FloatFormat, IntFormat, QArray, QuantSpec, dequantize, fake_quant, get_format, quantize,
-)
-from lowprec.numerics import specs  # noqa: F401  (lowprec.specs.get / names)
-from lowprec.transforms import HadamardSpec
+"""lowprec: low-precision (FP8/FP6/FP4/INT) LLM training in JAX/Flax.
+
+Public names are imported lazily, so that `lowprec fit` and other JAX-free tools start fast.
+"""
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    # numerics
+    "FloatFormat": "lowprec.numerics", "IntFormat": "lowprec.numerics", "QArray": "lowprec.numerics",
+    "QuantSpec": "lowprec.numerics", "quantize": "lowprec.numerics", "dequantize": "lowprec.numerics",
+    "fake_quant": "lowprec.numerics", "get_format": "lowprec.numerics",
+    # transforms
+    "HadamardSpec": "lowprec.transforms",
+    # gemm
+    "Recipe": "lowprec.gemm", "GemmConfig": "lowprec.gemm", "OperandConfig": "lowprec.gemm",
+    # Flax integration
+    "Rule": "lowprec.integration", "quantize_model": "lowprec.integration", "describe": "lowprec.integration",
+    "quant_key": "lowprec.integration", "quant_error": "lowprec.integration",
+    "quant_diagnostics": "lowprec.integration",
+}
+_SUBMODULES = {"specs": "lowprec.numerics.specs", "recipes": "lowprec.recipes", "nnx": "lowprec.nnx",
+               "transforms": "lowprec.transforms", "fits": "lowprec.fits"}
 
 
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, *, recipe, key=None):
     """jax.lax.dot_general with its three GEMMs quantized by `recipe` (a name or a Recipe)."""
-    return _gemm_dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type,
-                             recipe=recipes.get(recipe), key=key)
+    from lowprec import recipes
+    from lowprec.gemm import dot_general as gemm_dot_general
+
+    return gemm_dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type,
+                            recipe=recipes.get(recipe), key=key)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(_SUBMODULES[name])
+    else:
+        raise AttributeError(f"module 'lowprec' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS) + list(_SUBMODULES))
+
+
+__all__ = ["dot_general", *_EXPORTS, *_SUBMODULES]

@@ -120,7 +120,7 @@ class IntFormat:
         if self.centered and not self.symmetric:
             raise ValueError("IntFormat: centered grids are symmetric; set symmetric=True")
         if not self.name:
-            kind = "c" if self.centered else ("" if self.symmetric else "full")
+            kind = "_centered" if self.centered else ("" if self.symmetric else "_full")
             frac = f"_f{self.frac_bits}" if self.frac_bits else ""
             object.__setattr__(self, "name", f"int{self.bits}{kind}{frac}")
 
@@ -187,8 +187,8 @@ FORMATS: dict[str, Format] = {
     "mxint8": IntFormat(bits=8, frac_bits=6, name="mxint8"),
 }
 FORMATS.update({f"int{b}": IntFormat(bits=b) for b in range(2, 9)})
-FORMATS.update({f"int{b}_full": IntFormat(bits=b, symmetric=False) for b in range(2, 9)})
-FORMATS.update({f"int{b}_centered": IntFormat(bits=b, centered=True) for b in range(2, 9)})
+FORMATS.update({f"int{b}_full": IntFormat(bits=b, symmetric=False, name=f"int{b}_full") for b in range(2, 9)})
+FORMATS.update({f"int{b}_centered": IntFormat(bits=b, centered=True, name=f"int{b}_centered") for b in range(2, 9)})
 
 _GENERIC = re.compile(r"^(u?)e(\d+)m(\d+)(fn|ieee)?(_nosub)?$")
 
