@@ -83,6 +83,28 @@ class GemmConfig:
 
 BF16_GEMM = GemmConfig()
 
+AMAX_COMPUTE = ("max", "most_recent")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DelayedScaling:
+    """FP8 delayed scaling: per-tensor scales from a history of past amaxes (TE/Flax style).
+
+    scale = amax_ref·2^margin / max_elem, amax_ref = max(history) or the most recent entry; the
+    step's own amax is appended after use. An empty (all-zero) history falls back to the current
+    amax, so the first step is current scaling.
+    """
+
+    history: int = 1024
+    margin: int = 0
+    amax_compute: str = "max"
+
+    def __post_init__(self):
+        if self.history < 1:
+            raise ValueError(f"DelayedScaling.history must be >= 1, got {self.history}")
+        if self.amax_compute not in AMAX_COMPUTE:
+            raise ValueError(f"DelayedScaling.amax_compute must be one of {AMAX_COMPUTE}, got {self.amax_compute!r}")
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Recipe:
@@ -98,6 +120,7 @@ class Recipe:
     dgrad: GemmConfig = BF16_GEMM
     wgrad: GemmConfig = BF16_GEMM
     estimator: str = "ste"
+    delayed: DelayedScaling | None = None
     description: str = ""
 
     def __post_init__(self):
@@ -110,6 +133,12 @@ class Recipe:
             raise ValueError(f"Recipe.estimator {self.estimator!r} masks by the forward quantizers: fprop needs lhs and rhs specs")
         if self.fprop.lhs.source != "hp" or self.fprop.rhs.source != "hp":
             raise ValueError("Recipe.fprop operands read the inputs: their source must be 'hp'")
+        if self.delayed is not None:
+            ops = [op for cfg in self.roles.values() for op in (cfg.lhs, cfg.rhs)]
+            if any(op.spec is None or op.spec.granularity != "tensor" or op.source != "hp" for op in ops) \
+                    or any(cfg.hadamard is not None for cfg in self.roles.values()) or self.estimator != "ste":
+                raise ValueError("Recipe.delayed needs per-tensor specs on every operand, hp sources, "
+                                 "no Hadamard and the ste estimator")
 
     @property
     def roles(self) -> dict[str, GemmConfig]:

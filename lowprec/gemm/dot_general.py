@@ -64,6 +64,9 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
         raise ValueError(f"recipe must be a lowprec.Recipe (see lowprec.recipes.get), got {type(recipe).__name__}")
     lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
     (lc, rc), (lb, rb) = _check_dimension_numbers(lhs, rhs, dimension_numbers)
+    if recipe.delayed is not None:
+        raise ValueError(f"recipe {recipe.name!r} uses delayed scaling, which carries amax state: call "
+                         "lowprec.gemm.delayed_dot_general(..., state=...) or use quantize_model")
     if recipe.needs_key and key is None:
         raise ValueError(f"recipe {recipe.name!r} uses stochastic rounding or random Hadamard signs: pass key=jax.random.key(...)")
     if not recipe.active:

@@ -162,10 +162,12 @@ def _stats(view, reduce_axes, spec):
     return amax, sigma
 
 
-def _scales(view, reduce_axes, spec: QuantSpec):
+def _scales(view, reduce_axes, spec: QuantSpec, amax_override=None):
     """(encode multiplier or None, decode scale per group, global S_dec or None), all float32."""
     fmt = spec.element
     amax, sigma = _stats(view, reduce_axes, spec)
+    if amax_override is not None:  # delayed scaling: a recorded amax; non-finite data still poisons
+        amax = jnp.where(jnp.isfinite(amax), jnp.asarray(amax_override, jnp.float32), jnp.nan)
     if not spec.two_level:
         s = cast_scale(rule_scale(spec.scale_rule, fmt, amax, sigma, spec.amax_eps), spec.scale_format)
         return None, jnp.where(jnp.isfinite(amax), s, jnp.nan), None
@@ -189,17 +191,23 @@ def _check(spec, key, fn: str) -> None:
 
 
 def quantize(x: jax.Array, spec: QuantSpec, *, key: jax.Array | None = None, axis: int = -1,
-             tile_axis: int | None = None) -> QArray:
-    """Quantize x along `axis` (the GEMM contraction axis for block/channel scales) per `spec`."""
+             tile_axis: int | None = None, amax: jax.Array | None = None) -> QArray:
+    """Quantize x along `axis` (the GEMM contraction axis for block/channel scales) per `spec`.
+
+    amax: use this (scalar) amax instead of the tensor's own, for delayed scaling; only with
+    granularity 'tensor'. Values beyond it saturate.
+    """
     _check(spec, key, "quantize")
+    if amax is not None and spec.granularity != "tensor":
+        raise ValueError(f"quantize(amax=...) is for per-tensor (delayed) scaling, not granularity {spec.granularity!r}")
     x = jnp.asarray(x)
-    return _quantize(x, key, spec, _layout(x.shape, spec, axis, tile_axis))
+    return _quantize(x, key, amax, spec, _layout(x.shape, spec, axis, tile_axis))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _quantize(x, key, spec: QuantSpec, layout: _Layout) -> QArray:
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _quantize(x, key, amax, spec: QuantSpec, layout: _Layout) -> QArray:
     view, reduce_axes = layout.group(layout.pad(x.astype(jnp.float32)))
-    enc, s, s_dec = _scales(view, reduce_axes, spec)
+    enc, s, s_dec = _scales(view, reduce_axes, spec, amax)
     scaled = view * enc if enc is not None else view / jnp.where(s > 0, s, 1.0)
     if spec.headroom != 1.0:
         scaled = scaled * spec.headroom

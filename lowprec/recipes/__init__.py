@@ -9,13 +9,14 @@ import re
 
 from lowprec.gemm.config import Recipe
 from lowprec.recipes.presets import (
-    bf16, fp, fp4_all_the_way, fp8_blockwise, fp8_rowwise, fp8_tensorwise, halo, mxfp4, mxfp4_bwd, mxfp6,
+    bf16, fp, fp4_all_the_way, fp8_blockwise, fp8_delayed, fp8_rowwise, fp8_tensorwise, halo, mxfp4, mxfp4_bwd, mxfp6,
     mxfp8, mxint8, nvfp4, nvint4, quartet, quest_w4a4,
 )
 
 _BUILDERS = {
     "bf16": bf16,
     "fp8_tensorwise": fp8_tensorwise,
+    "fp8_delayed": fp8_delayed,
     "fp8_rowwise": fp8_rowwise,
     "fp8_rowwise_gw_hp": lambda: fp8_rowwise(gw_hp=True),
     "fp8_blockwise": fp8_blockwise,

@@ -5,7 +5,7 @@ Roles: fprop lhs=X rhs=W; dgrad lhs=dY rhs=W; wgrad lhs=dY rhs=X (see lowprec.ge
 """
 from __future__ import annotations
 
-from lowprec.gemm.config import GemmConfig, OperandConfig, Recipe
+from lowprec.gemm.config import DelayedScaling, GemmConfig, OperandConfig, Recipe
 from lowprec.numerics import specs
 from lowprec.numerics.formats import get_format
 from lowprec.numerics.spec import QuantSpec
@@ -36,6 +36,14 @@ def fp8_tensorwise(fp8_format: str = "hybrid") -> Recipe:
     """[2] Per-tensor current scaling: E4M3 forward, E5M2 gradients ('hybrid'), or E4M3 everywhere."""
     grad = specs.get("fp8_e5m2_tensor") if fp8_format == "hybrid" else specs.get("fp8_e4m3_tensor")
     return _all("fp8_tensorwise", specs.get("fp8_e4m3_tensor"), grad, "FP8 per-tensor current scaling")
+
+
+def fp8_delayed(history: int = 1024, margin: int = 0, amax_compute: str = "max") -> Recipe:
+    """[3] FP8 with delayed scaling: the formats of fp8_tensorwise, scales from amax histories
+    (state carried explicitly: lowprec.gemm.delayed_dot_general)."""
+    base = fp8_tensorwise()
+    return base.replace(name="fp8_delayed", description="FP8 per-tensor delayed scaling",
+                        delayed=DelayedScaling(history=history, margin=margin, amax_compute=amax_compute))
 
 
 def fp8_rowwise(gw_hp: bool = False) -> Recipe:

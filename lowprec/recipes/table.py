@@ -17,8 +17,9 @@ def recipe_rows(recipe: Recipe) -> list[tuple[str, ...]]:
     """(recipe, role, lhs, rhs, transform, estimator) rows; roles read fprop X·W, dgrad dY·Wᵀ, wgrad dYᵀ·X."""
     rows = []
     for role, cfg in recipe.roles.items():
+        extra = f", delayed amax[{recipe.delayed.history}] {recipe.delayed.amax_compute}" if recipe.delayed else ""
         rows.append((recipe.name, role, cfg.lhs.describe(), cfg.rhs.describe(), _hadamard(cfg),
-                     recipe.estimator if role == "fprop" else ""))
+                     recipe.estimator + extra if role == "fprop" else ""))
     return rows
 
 
