@@ -1,0 +1,8 @@
+"""Flax integration: quantize_model and its rules, the step-key scope, describe, diagnostics."""
+from lowprec.integration.describe import describe
+from lowprec.integration.diagnostics import quant_diagnostics, quant_error, tensor_stats
+from lowprec.integration.keys import quant_key
+from lowprec.integration.quantize import quantize_model
+from lowprec.integration.rules import Rule
+
+__all__ = ["Rule", "describe", "quant_diagnostics", "quant_error", "quant_key", "quantize_model", "tensor_stats"]

@@ -1,0 +1,72 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import lowprec as lp
+from lowprec.gemm import GemmConfig, OperandConfig
+from lowprec.integration.keys import derive_key, layer_key, path_id
+
+D = 16
+SR = lp.specs.get("nvfp4").replace(rounding="sr")
+SR_FWD = lp.Recipe(name="sr_fwd", fprop=GemmConfig(lhs=OperandConfig(spec=SR), rhs=OperandConfig(spec=SR)))
+
+
+class Twin(nnx.Module):
+    def __init__(self):
+        self.a = nnx.Linear(D, D, use_bias=False, rngs=nnx.Rngs(0))
+        self.b = nnx.Linear(D, D, use_bias=False, rngs=nnx.Rngs(0))  # identical weights
+
+    def __call__(self, x):
+        return self.a(x), self.b(x)
+
+
+@pytest.fixture(scope="module")
+def twin():
+    return lp.quantize_model(Twin(), [lp.Rule(path=".*", recipe=SR_FWD)])
+
+
+def _run(model, key):
+    x = jax.random.normal(jax.random.key(1), (4, D))
+    with lp.quant_key(key):
+        return model(x)
+
+
+def test_same_key_same_draws_layers_and_steps_differ(twin):
+    a1, b1 = _run(twin, jax.random.key(5))
+    a2, b2 = _run(twin, jax.random.key(5))
+    a3, _ = _run(twin, jax.random.key(6))
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_array_equal(b1, b2)
+    assert not np.array_equal(a1, b1)  # two layers, same weights and inputs: different SR draws
+    assert not np.array_equal(a1, a3)  # two steps
+
+
+def test_layer_key_is_fold_in_of_path_then_call_index():
+    k = jax.random.key(3)
+    with lp.quant_key(k):
+        first, second = layer_key("blocks/0/up", True, "r"), layer_key("blocks/0/up", True, "r")
+    np.testing.assert_array_equal(jax.random.key_data(first), jax.random.key_data(derive_key(k, path_id("blocks/0/up"), 0)))
+    np.testing.assert_array_equal(jax.random.key_data(second), jax.random.key_data(derive_key(k, path_id("blocks/0/up"), 1)))
+    assert layer_key("x", False, "r") is None
+
+
+def test_missing_key_and_bad_key():
+    with pytest.raises(ValueError, match="needs random draws.*quant_key"):
+        layer_key("blocks/0/up", True, "nvfp4")
+    with pytest.raises(ValueError, match="quant_key needs one jax.random key"):
+        with lp.quant_key(jnp.zeros(3)):
+            pass
+
+
+def test_traced_key_under_jit(twin):
+    x = jax.random.normal(jax.random.key(1), (4, D))
+
+    @jax.jit
+    def step(key):
+        with lp.quant_key(key):
+            return twin(x)[0]
+
+    np.testing.assert_array_equal(step(jax.random.key(5)), step(jax.random.key(5)))
+    assert not np.array_equal(step(jax.random.key(5)), step(jax.random.key(6)))
