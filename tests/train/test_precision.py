@@ -1,0 +1,41 @@
+"""Precision rules: keep-lists, per-recipe block defaults, and the recipe check."""
+import pytest
+
+from lowprec.train.config import PrecisionConfig
+from lowprec.train.precision import check_recipe, keep_blocks, layer_rules
+
+
+def test_bf16_is_one_rule():
+    assert layer_rules(PrecisionConfig(), 12) == [(".*", "bf16")]
+
+
+def test_nvfp4_default_and_override():
+    p = PrecisionConfig(recipe="nvfp4")
+    # first 2 + last 8 of 62 blocks at 12B, scaled to the depth and rounded half up
+    assert [keep_blocks(p, n) for n in (62, 24, 12, 4, 2)] == [(2, 8), (1, 3), (0, 2), (0, 1), (0, 0)]
+    assert keep_blocks(PrecisionConfig(recipe="nvfp4_no_rht"), 62) == (2, 8)
+    assert layer_rules(p, 4) == [("^lm_head$", "bf16"), ("^blocks/3/.*$", "bf16"), (".*", "nvfp4")]
+    p = PrecisionConfig(recipe="nvfp4", keep_first_blocks=2, keep_last_blocks=8, keep_bf16=())
+    assert [r for r, _ in layer_rules(p, 9)][:-1] == [f"^blocks/{i}/.*$" for i in range(9)]
+    assert keep_blocks(PrecisionConfig(recipe="mxfp4"), 12) == (0, 0)
+
+
+def test_unknown_recipe():
+    with pytest.raises(ValueError, match="precision.recipe='no_such_recipe' is unknown; choose from bf16, .*nvfp4"):
+        check_recipe(PrecisionConfig(recipe="no_such_recipe"))
+    check_recipe(PrecisionConfig())
+
+
+def test_apply_precision_follows_the_rules():
+    from flax import nnx
+
+    from lowprec.models import Llama, ModelConfig
+    from lowprec.train.precision import apply_precision, describe_precision
+
+    cfg = ModelConfig(vocab_size=64, seq_len=16, n_layers=3, d_model=32, n_heads=4, mlp_multiple_of=8)
+    p = PrecisionConfig(recipe="nvfp4", keep_last_blocks=1)
+    table = describe_precision(apply_precision(nnx.eval_shape(lambda: Llama(cfg, rngs=nnx.Rngs(0))), p, 3), p)
+    recipe_of = {line.split()[0]: line.split()[4] for line in table.splitlines()[1:-1]}
+    assert recipe_of["blocks/0/attn/q_proj"] == recipe_of["blocks/1/mlp/down_proj"] == "nvfp4"
+    assert recipe_of["blocks/2/attn/q_proj"] == recipe_of["lm_head"] == "bf16"
+    assert describe_precision(None, PrecisionConfig()) is None
