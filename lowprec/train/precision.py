@@ -25,10 +25,11 @@ KEEP_BLOCK_FRACTIONS: dict[str, tuple[float, float]] = {"nvfp4": (2 / 62, 8 / 62
 
 
 def check_recipe(p: PrecisionConfig) -> None:
-    """Raise ValueError naming the choices unless p.recipe is a registered recipe."""
-    names = recipes.names()
-    if p.recipe not in names:
-        raise ValueError(f"precision.recipe={p.recipe!r} is unknown; choose from {', '.join(names)}")
+    """Raise ValueError naming the choices unless p.recipe is a registered (or generic fp_*) recipe."""
+    try:
+        recipes.get(p.recipe)
+    except ValueError as err:
+        raise ValueError(f"precision.recipe: {err}") from None
 
 
 def keep_blocks(p: PrecisionConfig, n_layers: int) -> tuple[int, int]:

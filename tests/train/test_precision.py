@@ -21,9 +21,10 @@ def test_nvfp4_default_and_override():
 
 
 def test_unknown_recipe():
-    with pytest.raises(ValueError, match="precision.recipe='no_such_recipe' is unknown; choose from bf16, .*nvfp4"):
+    with pytest.raises(ValueError, match="precision.recipe: unknown recipe 'no_such_recipe'; valid names: bf16, .*nvfp4"):
         check_recipe(PrecisionConfig(recipe="no_such_recipe"))
     check_recipe(PrecisionConfig())
+    check_recipe(PrecisionConfig(recipe="fp_e3m2_b32_e8m0"))  # generic sweep recipes are accepted
 
 
 def test_apply_precision_follows_the_rules():
