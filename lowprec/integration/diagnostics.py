@@ -6,6 +6,7 @@ to those probes yields each GEMM's output gradient dY (a standard normal cotange
 `key`, or all ones without a key). Every GEMM role's operands are then formed exactly as the gemm
 layer forms them (canonical layout, the role's Hadamard, fwd_q sources) and quantized with the
 role's spec and key, all inside one jit (compiled once per model structure and input shape).
+Delayed-scaling sites are measured with current scaling (each operand's own amax), not their histories.
 """
 from __future__ import annotations
 
@@ -108,13 +109,12 @@ def quant_diagnostics(model, inputs, *, key=None) -> dict[str, float]:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _diagnostics(graphdef, state, args, key) -> dict:
-    model = nnx.merge(graphdef, state)
     scope = (lambda: quant_key(key)) if key is not None else contextlib.nullcontext
 
     def run(probes):
         capture = _Capture(probes)
-        with scope(), capturing(capture):
-            out = model(*args)
+        with scope(), capturing(capture):  # a model per trace: delayed-scaling layers write their histories
+            out = nnx.merge(graphdef, state, copy=True)(*args)
         return out, capture
 
     shapes = jax.eval_shape(lambda: run(None)[1].outputs)

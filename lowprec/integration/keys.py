@@ -78,7 +78,16 @@ def layer_key(path: str, needs_key: bool, recipe_name: str):
                          "`with lowprec.quant_key(key):`")
     override = _IDENT.get()
     ident = path_id(path) if override is None else override
-    slot = path if override is None else id(override)
+    n = count_call(path if override is None else id(override))
+    return derive_key(scope.key, ident, n)
+
+
+def count_call(slot) -> int | None:
+    """How often `slot` was counted before in the active quant_key scope (counting this call);
+    None outside a scope."""
+    scope = _SCOPE.get()
+    if scope is None:
+        return None
     n = scope.draws.get(slot, 0)
     scope.draws[slot] = n + 1
-    return derive_key(scope.key, ident, n)
+    return n

@@ -1,6 +1,7 @@
 """quantize_model for flax.nnx: find the sites in the module graph and install quantized callables.
 
-Layers get a QuantDot / QuantEinsum as their dot_general / einsum_op; MultiHeadAttention's
+Layers get a QuantDot / QuantEinsum as their dot_general / einsum_op (a DelayedDot / DelayedEinsum
+module holding the amax histories for delayed-scaling recipes); MultiHeadAttention's
 attention_fn is wrapped in a Framed; raw and attention sites (and every module beneath them that
 is not a site itself, as a shield) get their class swapped for a subclass whose __call__ runs
 inside the module's frame. Sites whose recipe is inactive (bf16) are left untouched. The site
@@ -12,6 +13,7 @@ import math
 
 from flax import nnx
 
+from lowprec.integration.delayed import DelayedDot, DelayedEinsum
 from lowprec.integration.ops import ORIGINALS, Framed, QuantDot, QuantEinsum, frame
 from lowprec.integration.rules import Site
 
@@ -116,10 +118,14 @@ def apply_sites(model, sites: list[Site]) -> None:
         m = modules[site.path]
         if site.kind == "layer":
             _check_default_op(m, site)
-            if site.op == "einsum":
-                m.einsum_op = QuantEinsum(site)
+            if site.recipe.delayed is not None:  # a module: its histories become the layer's variables
+                op = nnx.data(DelayedEinsum(site) if site.op == "einsum" else DelayedDot(site))
             else:
-                m.dot_general = QuantDot(site)
+                op = QuantEinsum(site) if site.op == "einsum" else QuantDot(site)
+            if site.op == "einsum":
+                m.einsum_op = op
+            else:
+                m.dot_general = op
         elif isinstance(m, nnx.MultiHeadAttention):
             fn = einsum_attention if m.attention_fn is nnx.dot_product_attention else m.attention_fn
             m.attention_fn = Framed(fn, site)

@@ -30,12 +30,15 @@ _CAPTURE: contextvars.ContextVar = contextvars.ContextVar("lowprec_capture", def
 
 
 def site_dot_general(site: Site, lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,
-                     out_sharding=None):
-    """One quantized GEMM of `site` (the single path every quantized matmul takes)."""
-    key = layer_key(site.path, site.recipe.needs_key, site.recipe.name)
+                     out_sharding=None, *, gemm=None):
+    """One quantized GEMM of `site` (the single path every quantized matmul takes).
+
+    gemm(lhs, rhs, dimension_numbers, precision, preferred_element_type) replaces the recipe's
+    stateless dot_general (delayed scaling passes one bound to its amax state)."""
+    key = None if gemm is not None else layer_key(site.path, site.recipe.needs_key, site.recipe.name)
     token = _FRAME.set(None)
     try:
-        out = site.recipe.dot_general(key)(lhs, rhs, dimension_numbers, precision, preferred_element_type)
+        out = (gemm or site.recipe.dot_general(key))(lhs, rhs, dimension_numbers, precision, preferred_element_type)
         capture = _CAPTURE.get()
         if capture is not None:
             out = capture.record(site, lhs, rhs, dimension_numbers, out, key)

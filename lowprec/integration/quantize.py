@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 from flax import nnx
 
-from lowprec.integration import linen_model, nnx_model
+from lowprec.integration import delayed, linen_model, nnx_model
 from lowprec.integration.keys import quant_key
 from lowprec.integration.rules import as_rules, assign, unused_rules
 
@@ -33,6 +33,7 @@ def quantize_model(model, rules, *, sample_inputs=None):
     Linen: returns a QuantizedLinen (init / apply / intercept); `sample_inputs` is required, as
     linen module paths are only known once the module is traced.
     Sites no rule matches stay untouched; a rule that matches nothing warns, listing the sites.
+    Delayed-scaling recipes (NNX only) apply to layers and add amax-history variables (see delayed).
     """
     rules = as_rules(rules)
     if isinstance(model, nnx.Module):
@@ -40,6 +41,7 @@ def quantize_model(model, rules, *, sample_inputs=None):
             raise ValueError("model is already quantized (quantize_model was applied to it before)")
         sites = assign(nnx_model.find_sites(model), rules)
         _warn_unused(sites, rules)
+        delayed.check_sites(sites)
         nnx_model.apply_sites(model, sites)
         if sample_inputs is not None:
             _check_runs(model, _as_args(sample_inputs))
@@ -49,6 +51,9 @@ def quantize_model(model, rules, *, sample_inputs=None):
             raise ValueError("quantize_model on a flax.linen module needs sample_inputs=(args...) to find its layer paths")
         sites = assign(linen_model.find_sites(model, _as_args(sample_inputs)), rules)
         _warn_unused(sites, rules)
+        if delayed.delayed_sites(sites):
+            raise NotImplementedError("delayed-scaling recipes are supported on flax.nnx models only; quantize this "
+                                      "linen module with a current-scaling recipe (e.g. 'fp8_tensorwise')")
         return linen_model.QuantizedLinen(model, tuple(sites))
     raise ValueError(f"quantize_model takes a flax.nnx.Module or a flax.linen.Module, got {type(model).__name__}")
 

@@ -37,9 +37,6 @@ class Rule:
         except re.error as err:
             raise ValueError(f"Rule.path {self.path!r} is not a valid regex: {err}") from None
         object.__setattr__(self, "recipe", recipes.get(self.recipe))
-        if getattr(self.recipe, "delayed", None) is not None:
-            raise NotImplementedError(f"Rule.recipe {self.recipe.name!r} uses delayed scaling, whose amax state "
-                                      "quantize_model does not carry yet; use a current-scaling recipe")
         ops = (self.ops,) if isinstance(self.ops, str) else tuple(self.ops)
         bad = [op for op in ops if op not in OPS]
         if bad or not ops:

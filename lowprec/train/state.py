@@ -3,7 +3,8 @@
 Flat string-keyed dicts of plain arrays are what the rest of the train layer handles: optax,
 sharding rules (by path), Orbax (no integer dict keys, which come back as strings; flax #4308)
 and checkpoints free of NNX Variable objects. Parameters (nnx.Param) get gradients; every other
-variable (e.g. amax histories of delayed scaling) is carried through the step as `other`.
+variable (e.g. amax histories of delayed scaling) is carried through the step as `other`, and
+the GradAmaxHistory ones among them are differentiated too: their gradient is their next value.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import dataclasses
 
 import jax
 from flax import nnx
+
+from lowprec.integration.delayed import GradAmaxHistory
 
 Flat = dict[str, jax.Array]
 
@@ -26,6 +29,16 @@ class ModelDef:
     graphdef: nnx.GraphDef
     params: tuple[tuple[str, tuple, nnx.Variable], ...]
     other: tuple[tuple[str, tuple, nnx.Variable], ...]
+
+    @property
+    def grad_histories(self) -> tuple[str, ...]:
+        """Keys of `other` whose next value arrives as their gradient (delayed scaling's amax_g)."""
+        return tuple(key for key, _, var in self.other if isinstance(var, GradAmaxHistory))
+
+    def split_other(self, other: Flat) -> tuple[Flat, Flat]:
+        """(grad histories, the rest) of `other`."""
+        keys = set(self.grad_histories)
+        return {k: v for k, v in other.items() if k in keys}, {k: v for k, v in other.items() if k not in keys}
 
     def merge(self, params: Flat, other: Flat) -> nnx.Module:
         """A model whose variables hold these arrays (inside or outside jit)."""

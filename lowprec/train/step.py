@@ -2,7 +2,10 @@
 
 `train_step(state, opt_state, batch, step) -> (state, opt_state, metrics)` with
 state = {"params": Flat, "other": Flat}: cross-entropy (+ z-loss) in f32, gradients w.r.t. the
-parameters only, accumulated over optim.grad_accum micro-batches, then AdamW with lr(step).
+parameters, accumulated over optim.grad_accum micro-batches, then AdamW with lr(step).
+Delayed scaling's GradAmaxHistory leaves of `other` are differentiated as well, each
+micro-batch: their gradient replaces them (never clipped, counted in gnorm or seen by optax);
+the forward writes the other histories into the model state after the call.
 Random keys derive from (train.seed, step) and are never stored:
 init key = fold_in(key(seed), INIT_STREAM); the quant (stochastic rounding / Hadamard sign) key
 of step t = fold_in(fold_in(key(seed), QUANT_STREAM), t), folded with the micro-batch index
@@ -38,8 +41,8 @@ def cross_entropy(logits: jax.Array, targets: jax.Array, z_loss: float = 0.0) ->
 
 
 def _loss_fn(model_def: ModelDef, cfg: Config):
-    def loss(params, other, batch, key):
-        model = model_def.merge(params, other)
+    def loss(params, histories, other, batch, key):
+        model = model_def.merge(params, {**other, **histories})
         with quant_scope(cfg.precision, key):
             logits = model(batch["inputs"])
         objective, ce = cross_entropy(logits, batch["targets"], cfg.optim.z_loss)
@@ -51,8 +54,14 @@ def _loss_fn(model_def: ModelDef, cfg: Config):
 def make_train_step(model_def: ModelDef, cfg: Config, optimizer: optax.GradientTransformation,
                     schedule: Callable) -> Callable:
     """The un-jitted pure train step (jit it with shardings and donation, see `jit_train_step`)."""
-    grad_fn = jax.value_and_grad(_loss_fn(model_def, cfg), has_aux=True)
+    value_and_grad = jax.value_and_grad(_loss_fn(model_def, cfg), argnums=(0, 1), has_aux=True)
     accum = cfg.optim.grad_accum
+
+    def grad_fn(params, other, batch, key):
+        """((objective, (ce, next other)), param grads); `histories` is {} without delayed scaling."""
+        histories, rest = model_def.split_other(other)
+        (obj, (ce, other)), (grads, histories) = value_and_grad(params, histories, rest, batch, key)
+        return (obj, (ce, {**other, **histories})), grads
 
     def accumulate(params, other, batch, step_key):
         """Mean gradient (f32) and CE over `accum` micro-batches, carrying the non-Param state."""
