@@ -42,6 +42,31 @@ def ceil_log2(x: jax.Array) -> jax.Array:
     return jnp.where(mant == 0.5, exp - 1, exp)
 
 
+def _lowbias32(x: jax.Array) -> jax.Array:
+    """A 32-bit integer hash with good avalanche (Wellons' lowbias32)."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Uniform [0, 1) float32 with 24 random bits per element, a pure function of (key, index).
+
+    64 seed bits come from the jax.random key; each element hashes its flat index with them
+    (counter-based, like Philox in TE's SR kernels). Per-element threefry cost ~3 s of XLA compile
+    per stochastically rounded GEMM on CPU and is compute-bound on GPU; this is neither.
+    """
+    seed = jax.random.bits(key, (2,), jnp.uint32)
+    n = 1
+    for d in shape:
+        n *= d
+    idx = lax.iota(jnp.uint32, n).reshape(shape)
+    h = _lowbias32(_lowbias32(idx ^ seed[0]) ^ seed[1])
+    return (h >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
+
+
 def round_integer(k: jax.Array, mode: str, key: jax.Array | None = None, odd: jax.Array | None = None) -> jax.Array:
     """Round non-negative float32 k to an integer-valued float32 with the given mode.
 
@@ -63,8 +88,8 @@ def round_integer(k: jax.Array, mode: str, key: jax.Array | None = None, odd: ja
     elif mode == "sr":
         if key is None:
             raise ValueError("rounding='sr' needs an explicit jax.random key (key=...)")
-        # P(up) = frac; uniform has 24 random bits, so the bias is below 2^-24 of a step.
-        up = jax.random.uniform(key, k.shape, jnp.float32) < frac
+        # P(up) = frac; 24 random bits, so the bias is below 2^-24 of a step.
+        up = uniform(key, k.shape) < frac
     else:
         raise ValueError(f"unknown rounding mode {mode!r}; choose from {ROUNDING_MODES}")
     return floor + up.astype(jnp.float32)

@@ -187,3 +187,21 @@ def test_sr_needs_key_and_bad_mode():
         round_to_format(jnp.ones(3), get_format("e2m1"), "sr")
     with pytest.raises(ValueError, match="rounding mode"):
         round_to_format(jnp.ones(3), get_format("e2m1"), "nearest")
+
+
+def test_sr_uniform_source_statistics():
+    from lowprec.numerics.rounding import uniform
+
+    u = np.asarray(uniform(jax.random.key(0), (1000, 1000)), np.float64).ravel()
+    n = u.size
+    assert u.min() >= 0 and u.max() < 1
+    assert abs(u.mean() - 0.5) < 5 * np.sqrt(1 / 12 / n)
+    assert abs(u.var() - 1 / 12) < 0.001
+    counts = np.histogram(u, bins=256, range=(0, 1))[0]
+    chi2 = ((counts - n / 256) ** 2 / (n / 256)).sum()
+    assert chi2 < 255 + 6 * np.sqrt(2 * 255)  # 255 dof, ~6 sigma
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 5 / np.sqrt(n)  # neighbours uncorrelated
+    rows = u.reshape(1000, 1000)
+    assert abs(np.corrcoef(rows[:, 0], rows[:, 1])[0, 1]) < 5 / np.sqrt(1000)
+    other = np.asarray(uniform(jax.random.key(1), (1000, 1000))).ravel()
+    assert abs(np.corrcoef(u, other)[0, 1]) < 5 / np.sqrt(n)  # keys give independent streams
