@@ -95,6 +95,11 @@ class FloatFormat:
             return jnp.bfloat16  # every value of such a format is exact in bf16
         return jnp.float32
 
+    @property
+    def native_dtype(self):
+        """The XLA dtype whose values are exactly this format's (None for FP6 and generic ExMy)."""
+        return _NATIVE_EXACT.get((self.exp_bits, self.man_bits, self.specials, self.signed, self.subnormals))
+
     def describe(self) -> str:
         return self.name
 
@@ -171,6 +176,8 @@ _NATIVE_FLOAT = {
     (8, 7, "ieee", True, True): jnp.bfloat16,
     (5, 10, "ieee", True, True): jnp.float16,
 }
+
+_NATIVE_EXACT = {key: dtype for key, dtype in _NATIVE_FLOAT.items() if key[:3] not in ((2, 3, "none"), (3, 2, "none"))}
 
 FORMATS: dict[str, Format] = {
     "e4m3": FloatFormat(exp_bits=4, man_bits=3, specials="fn", name="e4m3"),

@@ -255,6 +255,8 @@ def test_fp8_tensorwise_compiles_to_cublaslt_fp8_on_gpu():
     recipe = lowprec.recipes.get("fp8_tensorwise")
     dn = (((1,), (0,)), ((), ()))
     loss = lambda a, b: jnp.sum(lowprec.dot_general(a, b, dn, recipe=recipe).astype(jnp.float32))
-    args = (jnp.ones((256, 512), jnp.bfloat16), jnp.ones((512, 256), jnp.bfloat16))
-    hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(*args).compile().as_text()
+    # at 8192^3 XLA hands FP8 dots to cuBLASLt (measured; small shapes may go to Triton)
+    args = (jax.ShapeDtypeStruct((8192, 8192), jnp.bfloat16), jax.ShapeDtypeStruct((8192, 8192), jnp.bfloat16))
+    # value_and_grad: with grad alone XLA may drop the forward GEMM
+    hlo = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(*args).compile().as_text()
     assert hlo.count("__cublas$lt$matmul$f8") == 3

@@ -205,3 +205,17 @@ def test_sr_uniform_source_statistics():
     assert abs(np.corrcoef(rows[:, 0], rows[:, 1])[0, 1]) < 5 / np.sqrt(1000)
     other = np.asarray(uniform(jax.random.key(1), (1000, 1000))).ravel()
     assert abs(np.corrcoef(u, other)[0, 1]) < 5 / np.sqrt(n)  # keys give independent streams
+
+
+@pytest.mark.parametrize("name,dtype", [
+    ("e4m3", ml_dtypes.float8_e4m3fn), ("e5m2", ml_dtypes.float8_e5m2), ("e2m1", ml_dtypes.float4_e2m1fn),
+    ("fp16", np.float16),
+])
+def test_integer_grid_path_equals_native_casts_exhaustively(name, dtype):
+    """RNE onto native formats takes the hardware cast; the generic integer-grid arithmetic (used for
+    every other format and mode) must give the same bits on the same formats."""
+    from lowprec.numerics.rounding import _round_float
+
+    fmt = get_format(name)
+    got = jax.jit(lambda x: jnp.where(jnp.isfinite(x), _round_float(x, fmt, "rne", None), jnp.nan))(ALL_BF16)
+    assert_same_values(got, ml_dtypes_reference(ALL_BF16, dtype, fmt.max_value))

@@ -1,0 +1,110 @@
+"""Training-step throughput and MFU per model preset and recipe (issues 5, 7).
+
+Each case builds the real run with lowprec.train.setup.build (model, precision rules, sharded
+state, the jitted donated train step) on a synthetic uniform-token corpus written once per
+model, compiles the step ahead of time, runs `warmup` steps, then times `steps` rounds with
+lowprec.bench.timing.time_calls (one step per round once a step takes over 20 ms) and reports
+the median. Batches rotate
+between the first two of the dataset. tokens/s = batch x seq_len / median step time; MFU uses
+lowprec.train.mfu with the model's training FLOPs per token (lowprec.models.flops_per_token),
+against the bf16 dense peak for every recipe, so rows compare directly.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from lowprec.bench.report import guarded
+from lowprec.bench.timing import time_calls
+
+DEFAULT_MODELS = ("350m",)
+DEFAULT_RECIPES = ("bf16", "fp8_tensorwise", "fp8_rowwise", "mxfp8", "nvfp4", "quartet", "mxfp4_bwd")
+SMALL = {"models": ("tiny",), "batch": 4, "seq_len": 64, "overrides": ("model.n_layers=1",)}
+COLUMNS = (("model", "model", ""), ("recipe", "recipe", ""), ("batch", "B", ""), ("seq_len", "T", ""),
+           ("step_ms", "ms/step", ".1f"), ("tokens_per_s", "tokens/s", ".0f"), ("vs_bf16", "vs bf16", ".2f"),
+           ("mfu_pct", "MFU %", ".1f"), ("compile_s", "compile s", ".1f"), ("loss", "loss", ".3f"))
+
+
+def synthetic_corpus_for(workdir: Path, *, vocab_size: int, seq_len: int, batch: int, seed: int = 0) -> Path:
+    """A uniform-token corpus with two batches of train windows and one val window."""
+    from lowprec.data.synthetic import synthetic_corpus
+
+    out = workdir / f"corpus_v{vocab_size}_t{seq_len}_b{batch}"
+    if not (out / "meta.json").exists():
+        synthetic_corpus(out, n_tokens=2 * batch * seq_len + 1, vocab_size=vocab_size, seed=seed, kind="uniform",
+                         val_tokens=seq_len + 1)
+    return out
+
+
+def _case(model: str, recipe: str, *, corpus: Path, batch: int, seq_len: int, steps: int, warmup: int,
+          overrides: Sequence[str]) -> dict:
+    from lowprec.models import flops_per_token
+    from lowprec.train.config import load_config
+    from lowprec.train.mfu import mfu
+    from lowprec.train.setup import build
+
+    cfg = load_config(overrides=[f"model={model}", f"model.seq_len={seq_len}", f"data.batch_size={batch}",
+                                 f"data.corpus={corpus}", f"data.val_tokens={seq_len}", f"precision.recipe={recipe}",
+                                 "train.steps=1000", *overrides])
+    run = build(cfg)
+    batches = [jax.device_put(run.dataset[i], run.shardings["batch"]) for i in range(2)]
+    step_no = [jnp.asarray(i, jnp.int32) for i in range(warmup + steps)]
+    t0 = time.perf_counter()
+    step_fn = run.train_step.lower(run.state, run.opt_state, batches[0], step_no[0]).compile()
+    compile_s = time.perf_counter() - t0
+    carry = {"state": run.state, "opt": run.opt_state, "metrics": None}
+
+    def call(i):
+        carry["state"], carry["opt"], carry["metrics"] = step_fn(carry["state"], carry["opt"], batches[i % 2], step_no[i])
+        return carry["state"], carry["metrics"]
+
+    t = time_calls(call, reps=steps, warmup=warmup)
+    loss = float(carry["metrics"]["loss"])
+    if not math.isfinite(loss):
+        raise RuntimeError(f"non-finite loss {loss} after {warmup + steps} steps")
+    tokens_per_s = batch * seq_len / t.median_s
+    fpt = flops_per_token(cfg.model)["total"]
+    device = jax.devices()[0].device_kind
+    util = {peak: mfu(fpt, tokens_per_s, device, run.mesh.size, peak) for peak in ("bf16", "fp8")}
+    return {"step_ms": 1e3 * t.median_s, "tokens_per_s": tokens_per_s, "flops_per_token": fpt,
+            "mfu_pct": None if util["bf16"] is None else 100 * util["bf16"],
+            "mfu_fp8_peak_pct": None if util["fp8"] is None else 100 * util["fp8"],
+            "compile_s": compile_s, "loss": loss, "spread": t.max_s / t.min_s, "n_devices": run.mesh.size}
+
+
+def run_train(record: Callable[[dict], None], *, models: Sequence[str], recipe_names: Sequence[str], batch: int,
+              seq_len: int, steps: int, warmup: int, workdir: str | Path, overrides: Sequence[str] = (),
+              deadline: float | None = None) -> None:
+    """One row per (model, recipe), bf16 first so every row gets its ratio to bf16.
+
+    `overrides` are extra `key=value` config overrides applied to every case (e.g. model.n_layers=1).
+    """
+    from lowprec import recipes
+    from lowprec.models import load_model_config
+
+    for name in recipe_names:
+        recipes.get(name)
+    if batch < 1 or seq_len < 2:
+        raise ValueError(f"batch must be >= 1 and seq_len >= 2, got batch={batch}, seq_len={seq_len}")
+    ordered = ["bf16"] + [r for r in recipe_names if r != "bf16"]
+    for model in models:
+        vocab = load_model_config(model).vocab_size
+        corpus = synthetic_corpus_for(Path(workdir), vocab_size=vocab, seq_len=seq_len, batch=batch)
+        bf16_rate = None
+        for recipe in ordered:
+            fields = {"model": model, "recipe": recipe, "batch": batch, "seq_len": seq_len}
+            if deadline is not None and time.monotonic() > deadline:
+                record({**fields, "error": "skipped: time budget spent"})
+                continue
+            row = guarded(fields, lambda: _case(model, recipe, corpus=corpus, batch=batch, seq_len=seq_len,
+                                                steps=steps, warmup=warmup, overrides=overrides))
+            if recipe == "bf16":
+                bf16_rate = row.get("tokens_per_s")
+            if "tokens_per_s" in row and bf16_rate:
+                row["vs_bf16"] = row["tokens_per_s"] / bf16_rate
+            record(row)
