@@ -85,7 +85,7 @@ def _q(x, spec, amax):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def _ddot(l, r, g_hist, ref_x, ref_w, recipe, out_dtype, precision):
     f = recipe.fprop
-    return matmul(_q(l, f.lhs.spec, ref_x), _q(r, f.rhs.spec, ref_w), f, precision).astype(out_dtype)
+    return matmul(_q(l, f.lhs.spec, ref_x), _q(r, f.rhs.spec, ref_w), f, precision, out_dtype)
 
 
 def _ddot_fwd(l, r, g_hist, ref_x, ref_w, recipe, out_dtype, precision):
@@ -98,9 +98,9 @@ def _ddot_bwd(recipe, out_dtype, precision, res, g):
     ref_g = _reference_amax(g_hist, ag, recipe)
     d, w = recipe.dgrad, recipe.wgrad
     rt, lt, gt = (jnp.swapaxes(t, -1, -2) for t in (r, l, g))
-    dl = matmul(_q(g, d.lhs.spec, ref_g), _q(rt, d.rhs.spec, ref_w), d, precision)
-    dr = matmul(_q(gt, w.lhs.spec, ref_g), _q(lt, w.rhs.spec, ref_x), w, precision)
-    return dl.astype(l.dtype), dr.astype(r.dtype), _push(g_hist, ag), jnp.zeros_like(ref_x), jnp.zeros_like(ref_w)
+    dl = matmul(_q(g, d.lhs.spec, ref_g), _q(rt, d.rhs.spec, ref_w), d, precision, l.dtype)
+    dr = matmul(_q(gt, w.lhs.spec, ref_g), _q(lt, w.rhs.spec, ref_x), w, precision, r.dtype)
+    return dl, dr, _push(g_hist, ag), jnp.zeros_like(ref_x), jnp.zeros_like(ref_w)
 
 
 _ddot.defvjp(_ddot_fwd, _ddot_bwd)

@@ -79,17 +79,17 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
     return out.reshape(shape)
 
 
-def _fprop(l, r, key, recipe: Recipe, precision):
+def _fprop(l, r, key, recipe: Recipe, out_dtype, precision):
     cfg = recipe.fprop
     a, b = rotate(l, cfg, key, "fprop"), rotate(r, cfg, key, "fprop")
     qa = quantize_operand(a, cfg.lhs.spec, key, "fprop", "lhs")
     qb = quantize_operand(b, cfg.rhs.spec, key, "fprop", "rhs")
-    return matmul(qa, qb, cfg, precision), a, b, qa, qb
+    return matmul(qa, qb, cfg, precision, out_dtype), a, b, qa, qb
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def _qdot(l, r, key, recipe, out_dtype, precision):
-    return _fprop(l, r, key, recipe, precision)[0].astype(out_dtype)
+    return _fprop(l, r, key, recipe, out_dtype, precision)[0]
 
 
 def _keep_mask(x, q, estimator: str):
@@ -103,13 +103,13 @@ def _keep_mask(x, q, estimator: str):
 
 
 def _qdot_fwd(l, r, key, recipe, out_dtype, precision):
-    y, a, b, qa, qb = _fprop(l, r, key, recipe, precision)
+    y, a, b, qa, qb = _fprop(l, r, key, recipe, out_dtype, precision)
     masks = None
     if recipe.estimator != "ste":
         masks = (_keep_mask(a.astype(jnp.float32), qa, recipe.estimator),
                  _keep_mask(b.astype(jnp.float32), qb, recipe.estimator))
     saved_q = (qa if recipe.wgrad.rhs.source == "fwd_q" else None, qb if recipe.dgrad.rhs.source == "fwd_q" else None)
-    return y.astype(out_dtype), (l, r, key, saved_q, masks)
+    return y, (l, r, key, saved_q, masks)
 
 
 def _qdot_bwd(recipe, out_dtype, precision, res, g):
@@ -118,8 +118,12 @@ def _qdot_bwd(recipe, out_dtype, precision, res, g):
     # Backward operands: the high-precision originals, or the forward-quantized (rotated) tensors.
     w_src = dequantize(qb, l.dtype) if qb is not None else r
     x_src = dequantize(qa, r.dtype) if qa is not None else l
-    g_l = qgemm(g, jnp.swapaxes(w_src, -1, -2), recipe.dgrad, key, "dgrad", precision)
-    g_r = qgemm(jnp.swapaxes(g, -1, -2), jnp.swapaxes(x_src, -1, -2), recipe.wgrad, key, "wgrad", precision)
+    # gradients that need no further masking or rotation come out in their operand's dtype directly
+    direct = masks is None and fcfg.hadamard is None
+    g_l = qgemm(g, jnp.swapaxes(w_src, -1, -2), recipe.dgrad, key, "dgrad", precision,
+                l.dtype if direct else jnp.float32)
+    g_r = qgemm(jnp.swapaxes(g, -1, -2), jnp.swapaxes(x_src, -1, -2), recipe.wgrad, key, "wgrad", precision,
+                r.dtype if direct else jnp.float32)
     g_l = _to_input_domain(g_l, qb is not None, masks and masks[0], fcfg, key)
     g_r = _to_input_domain(g_r, qa is not None, masks and masks[1], fcfg, key)
     return g_l.astype(l.dtype), g_r.astype(r.dtype), None

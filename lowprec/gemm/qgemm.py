@@ -68,14 +68,14 @@ def quantize_operand(x, spec: QuantSpec | None, key, role: str, slot: str):
     return quantize(x, spec, key=k, axis=-1)
 
 
-def matmul(a, b, cfg: GemmConfig, precision=None) -> jax.Array:
-    """a[B,P,C] x b[B,Q,C] -> f32 [B,P,Q]; each operand a high-precision array or a QArray."""
+def matmul(a, b, cfg: GemmConfig, precision=None, out_dtype=jnp.float32) -> jax.Array:
+    """a[B,P,C] x b[B,Q,C] -> [B,P,Q] in out_dtype; each operand a high-precision array or a QArray."""
     if isinstance(a, QArray) and isinstance(b, QArray) and fp8_eligible(a.spec) and fp8_eligible(b.spec):
         acc = lax.Precision.HIGHEST if cfg.accumulation == "highest" else lax.Precision.DEFAULT
-        out = lax.dot_general(a.data, b.data, _CANONICAL, precision=acc, preferred_element_type=jnp.float32)
         _, outer_a = split_scales(a)
         _, outer_b = split_scales(b)
-        return out * outer_a * jnp.swapaxes(outer_b, -1, -2) if outer_b.ndim else out * outer_a * outer_b
+        out = lax.dot_general(a.data, b.data, _CANONICAL, precision=acc, preferred_element_type=jnp.float32)
+        return (out * outer_a * (jnp.swapaxes(outer_b, -1, -2) if outer_b.ndim else outer_b)).astype(out_dtype)
     ops, outers = [], []
     for x in (a, b):
         if isinstance(x, QArray):
@@ -94,12 +94,12 @@ def matmul(a, b, cfg: GemmConfig, precision=None) -> jax.Array:
     out = lax.dot_general(ops[0].astype(dtype), ops[1].astype(dtype), _CANONICAL, precision=prec,
                           preferred_element_type=jnp.float32)
     outer_b = jnp.swapaxes(outers[1], -1, -2) if outers[1].ndim else outers[1]
-    return out * outers[0] * outer_b
+    return (out * outers[0] * outer_b).astype(out_dtype)
 
 
-def qgemm(a, b, cfg: GemmConfig, key, role: str, precision=None) -> jax.Array:
-    """Rotate, quantize and multiply both operands as `cfg` says; f32 [B,P,Q] out."""
+def qgemm(a, b, cfg: GemmConfig, key, role: str, precision=None, out_dtype=jnp.float32) -> jax.Array:
+    """Rotate, quantize and multiply both operands as `cfg` says; [B,P,Q] out in out_dtype."""
     a, b = rotate(a, cfg, key, role), rotate(b, cfg, key, role)
     qa = quantize_operand(a, cfg.lhs.spec, key, role, "lhs")
     qb = quantize_operand(b, cfg.rhs.spec, key, role, "rhs")
-    return matmul(qa, qb, cfg, precision)
+    return matmul(qa, qb, cfg, precision, out_dtype)
