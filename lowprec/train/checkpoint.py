@@ -1,9 +1,10 @@
 """Orbax checkpoints of a run: model state, optimizer state and JSON metadata, one step each.
 
 A step holds a Composite of `state` ({"state": {"params", "other"}, "opt": optimizer state}, via
-StandardSave) and `meta` (step, resolved config, status; JsonSave). No PRNG keys are stored:
-they derive from (seed, step). There is no data-iterator state either: the batch of step t is a
-pure function of (data.seed, t). Restore fills an abstract tree (shapes, dtypes, shardings).
+StandardSave) and `meta` (step, resolved config, the grain data-iterator state; JsonSave). No PRNG
+keys are stored: they derive from (seed, step). The batch of step t is a pure function of
+(data.seed, t), so the iterator state is a cross-check on resume rather than a seek.
+Restore fills an abstract tree (shapes, dtypes, shardings).
 Saves are synchronous, so a donated buffer is never read after the next step reuses it.
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from lowprec.data.dataset import epoch_of_step
+from lowprec.data.dataset import epoch_of_step, train_iterator
 from lowprec.models import flops_per_token, param_counts
 from lowprec.train import checkpoint
 from lowprec.train.config import Config, dump_config
@@ -55,8 +55,22 @@ def evaluate(run: Run, state: dict) -> tuple[float, float]:
     return loss, loss / math.log(2) / run.bytes_per_token
 
 
-def _meta(cfg: Config, step: int) -> dict:
-    return {"step": step, "config": to_dict(cfg)}
+def _meta(cfg: Config, step: int, data_state: dict) -> dict:
+    return {"step": step, "config": to_dict(cfg), "data_iterator": data_state}
+
+
+def _data_iterator(run: Run, start: int, saved: dict | None):
+    """The grain iterator over training batches, restored to `saved` (a checkpoint's state).
+
+    The batch of step t is a pure function of (data.seed, t), so the restored position must be
+    `start`; a mismatch means the checkpoint and the data no longer agree, and is an error.
+    """
+    it = train_iterator(run.data)
+    state = saved if saved is not None else {"next_index": start}
+    it.set_state(state)
+    if it.get_state() != {"next_index": start}:
+        raise ValueError(f"checkpoint data-iterator state {state} does not match step {start}")
+    return it
 
 
 def train(cfg: Config) -> dict:
@@ -67,8 +81,9 @@ def train(cfg: Config) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     mgr = checkpoint.manager(run_dir / "ckpt", cfg.train.keep_last)
     start = mgr.latest_step() or 0
+    saved_meta = checkpoint.read_meta(mgr, start) if start else {}
     if start:
-        _check_resume_config(checkpoint.read_meta(mgr, start)["config"], cfg)
+        _check_resume_config(saved_meta["config"], cfg)
     run = build(cfg)
     state, opt_state = run.state, run.opt_state
     sh = run.shardings
@@ -97,9 +112,10 @@ def train(cfg: Config) -> dict:
               f"12*L*H*d_head*T {fpt['attention']:.4g} (causal half not removed)")
 
     step_arr = lambda k: jnp.asarray(k, jnp.int32)  # noqa: E731
-    batch_at = lambda k: jax.device_put(run.dataset[k], sh["batch"])  # noqa: E731
+    batches = _data_iterator(run, start, saved_meta.get("data_iterator"))
     tc = time.perf_counter()
-    step_fn = run.train_step.lower(state, opt_state, batch_at(start), step_arr(start)).compile()
+    example = jax.device_put(run.dataset[start], sh["batch"])
+    step_fn = run.train_step.lower(state, opt_state, example, step_arr(start)).compile()
     compile_s = time.perf_counter() - tc
     log.print(f"compiled train step in {compile_s:.1f} s")
 
@@ -142,13 +158,13 @@ def train(cfg: Config) -> dict:
             log.row({"step": k, "tokens": k * tokens_per_step, "val_loss": last["val_loss"], "val_bpb": last["val_bpb"]})
             log.print(f"step {k}/{cfg.train.steps} | val_loss {last['val_loss']:.4f} | val_bpb {last['val_bpb']:.4f}")
         if k == end or (cfg.train.ckpt_every and k % cfg.train.ckpt_every == 0):
-            checkpoint.save(mgr, k, {"state": state, "opt": opt_state}, _meta(cfg, k))
+            checkpoint.save(mgr, k, {"state": state, "opt": opt_state}, _meta(cfg, k, batches.get_state()))
         paused += time.perf_counter() - tb
 
     pending = None
     for i in range(start, end):
         k = i + 1
-        state, opt_state, metrics = step_fn(state, opt_state, batch_at(i), step_arr(i))
+        state, opt_state, metrics = step_fn(state, opt_state, jax.device_put(next(batches), sh["batch"]), step_arr(i))
         if pending is not None and handle(*pending):
             pending = None
             break

@@ -6,7 +6,9 @@ import pytest
 
 from lowprec.train import checkpoint
 from lowprec.train.checkpoint import latest_params
+from lowprec.train import loop
 from lowprec.train.loop import train
+from lowprec.train.setup import build
 from lowprec.typedconfig import to_dict
 
 
@@ -36,6 +38,8 @@ def test_resume_is_exact(tiny, tmp_path):
     straight = train(tiny(f"train.run_dir={tmp_path / 'a'}"))
     first = train(tiny("train.stop_at_step=10", f"train.run_dir={tmp_path / 'b'}"))
     assert first["status"] == "stopped" and first["steps_done"] == 10
+    mgr = checkpoint.manager(tmp_path / "b" / "ckpt", keep_last=3)
+    assert checkpoint.read_meta(mgr, 10)["data_iterator"] == {"next_index": 10}  # grain state is checkpointed
     second = train(tiny(f"train.run_dir={tmp_path / 'b'}"))
     assert straight["status"] == second["status"] == "ok"
     a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
@@ -53,6 +57,13 @@ def test_resume_rejects_a_changed_config(tiny, tmp_path):
     checkpoint.save(mgr, 2, {"x": np.zeros(1)}, {"step": 2, "config": to_dict(saved)})
     with pytest.raises(ValueError, match=r"different config \(changed: optim\.lr, train\.seed\)"):
         train(tiny("optim.lr=1e-3", "train.seed=1"))
+
+
+def test_data_iterator_state_must_match_the_step(tiny):
+    run = build(tiny())
+    assert next(loop._data_iterator(run, 3, {"next_index": 3}))["inputs"].tolist() == run.dataset[3]["inputs"].tolist()
+    with pytest.raises(ValueError, match=r"data-iterator state \{'next_index': 5\} does not match step 2"):
+        loop._data_iterator(run, 2, {"next_index": 5})
 
 
 def test_absurd_lr_diverges(tiny, tmp_path):
