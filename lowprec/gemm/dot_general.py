@@ -18,7 +18,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from lowprec.gemm.config import GemmConfig, Recipe
-from lowprec.gemm.qgemm import matmul, qgemm, quantize_operand, role_key, rotate
+from lowprec.gemm.qgemm import (
+    matmul, qgemm, quantize_operand, reusable_codes, role_key, rotate, transpose_codes,
+)
 from lowprec.numerics.formats import IntFormat
 from lowprec.numerics.quantize import QArray, dequantize, element_scale
 from lowprec.transforms.hadamard import inverse_hadamard
@@ -102,30 +104,52 @@ def _keep_mask(x, q, estimator: str):
     return jnp.abs(x) <= q.spec.element.max_value * step
 
 
+def _reuse(recipe: Recipe) -> tuple[bool, bool, bool]:
+    """Which backward operands are the forward's (or dgrad's) per-tensor codes, transposed:
+    (W in dgrad, X in wgrad, dY of dgrad in wgrad). Same bits as re-quantizing, fewer passes."""
+    f, d, w = recipe.fprop, recipe.dgrad, recipe.wgrad
+    plain = lambda *cfgs: all(c.hadamard is None for c in cfgs)  # noqa: E731
+    return (d.rhs.source == "hp" and plain(f, d) and reusable_codes(f.rhs.spec, d.rhs.spec),
+            w.rhs.source == "hp" and plain(f, w) and reusable_codes(f.lhs.spec, w.rhs.spec),
+            plain(d, w) and reusable_codes(d.lhs.spec, w.lhs.spec))
+
+
 def _qdot_fwd(l, r, key, recipe, out_dtype, precision):
     y, a, b, qa, qb = _fprop(l, r, key, recipe, out_dtype, precision)
     masks = None
     if recipe.estimator != "ste":
         masks = (_keep_mask(a.astype(jnp.float32), qa, recipe.estimator),
                  _keep_mask(b.astype(jnp.float32), qb, recipe.estimator))
-    saved_q = (qa if recipe.wgrad.rhs.source == "fwd_q" else None, qb if recipe.dgrad.rhs.source == "fwd_q" else None)
-    return y, (l, r, key, saved_q, masks)
+    reuse_w, reuse_x, _ = _reuse(recipe)
+    saved_q = (qa if recipe.wgrad.rhs.source == "fwd_q" or reuse_x else None,
+               qb if recipe.dgrad.rhs.source == "fwd_q" or reuse_w else None)
+    # high-precision originals only where a backward GEMM re-quantizes them (else an empty stand-in)
+    keep = lambda x, reused: x[..., :0] if reused else x  # noqa: E731
+    return y, (keep(l, reuse_x), keep(r, reuse_w), key, saved_q, masks)
 
 
 def _qdot_bwd(recipe, out_dtype, precision, res, g):
     l, r, key, (qa, qb), masks = res
     fcfg: GemmConfig = recipe.fprop
-    # Backward operands: the high-precision originals, or the forward-quantized (rotated) tensors.
-    w_src = dequantize(qb, l.dtype) if qb is not None else r
-    x_src = dequantize(qa, r.dtype) if qa is not None else l
+    reuse_w, reuse_x, share_dy = _reuse(recipe)
+    # Backward operands: the high-precision originals, the forward-quantized (rotated) tensors, or
+    # the forward's per-tensor codes transposed.
+    if reuse_w:
+        w_t = transpose_codes(qb)
+    else:
+        w_t = jnp.swapaxes(dequantize(qb, l.dtype) if qb is not None else r, -1, -2)
+    if reuse_x:
+        x_t = transpose_codes(qa)
+    else:
+        x_t = jnp.swapaxes(dequantize(qa, r.dtype) if qa is not None else l, -1, -2)
+    g_d = quantize_operand(g, recipe.dgrad.lhs.spec, key, "dgrad", "lhs") if share_dy else g
+    g_w = transpose_codes(g_d) if share_dy else jnp.swapaxes(g, -1, -2)
     # gradients that need no further masking or rotation come out in their operand's dtype directly
     direct = masks is None and fcfg.hadamard is None
-    g_l = qgemm(g, jnp.swapaxes(w_src, -1, -2), recipe.dgrad, key, "dgrad", precision,
-                l.dtype if direct else jnp.float32)
-    g_r = qgemm(jnp.swapaxes(g, -1, -2), jnp.swapaxes(x_src, -1, -2), recipe.wgrad, key, "wgrad", precision,
-                r.dtype if direct else jnp.float32)
-    g_l = _to_input_domain(g_l, qb is not None, masks and masks[0], fcfg, key)
-    g_r = _to_input_domain(g_r, qa is not None, masks and masks[1], fcfg, key)
+    g_l = qgemm(g_d, w_t, recipe.dgrad, key, "dgrad", precision, l.dtype if direct else jnp.float32)
+    g_r = qgemm(g_w, x_t, recipe.wgrad, key, "wgrad", precision, r.dtype if direct else jnp.float32)
+    g_l = _to_input_domain(g_l, qb is not None and not reuse_w, masks and masks[0], fcfg, key)
+    g_r = _to_input_domain(g_r, qa is not None and not reuse_x, masks and masks[1], fcfg, key)
     return g_l.astype(l.dtype), g_r.astype(r.dtype), None
 
 

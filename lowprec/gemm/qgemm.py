@@ -13,6 +13,8 @@ Execution paths (same numerics, chosen statically per GEMM):
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -53,6 +55,21 @@ def bf16_exact(spec: QuantSpec) -> bool:
     return bits <= 8
 
 
+def reusable_codes(spec: QuantSpec | None, other: QuantSpec | None) -> bool:
+    """Whether `other` quantizes a tensor's transpose to exactly `spec`'s codes, transposed: the same
+    per-tensor spec with deterministic rounding (the scale does not depend on the layout)."""
+    return spec is not None and spec == other and spec.granularity == "tensor" and spec.rounding != "sr"
+
+
+def transpose_codes(q: QArray) -> QArray:
+    """A per-tensor QArray of the last-two-axes transpose, by moving its codes (no re-quantization)."""
+    if q.layout.granularity != "tensor":
+        raise ValueError("only per-tensor codes can be transposed without re-quantization")
+    swap = lambda shape: shape[:-2] + (shape[-1], shape[-2])  # noqa: E731
+    layout = dataclasses.replace(q.layout, shape=swap(q.layout.shape), padded=swap(q.layout.padded))
+    return dataclasses.replace(q, data=jnp.swapaxes(q.data, -1, -2), layout=layout)
+
+
 def rotate(x, cfg: GemmConfig, key, role: str):
     """The GEMM's Hadamard along the contraction axis (identity when it has none)."""
     if cfg.hadamard is None:
@@ -62,7 +79,7 @@ def rotate(x, cfg: GemmConfig, key, role: str):
 
 
 def quantize_operand(x, spec: QuantSpec | None, key, role: str, slot: str):
-    if spec is None:
+    if spec is None or isinstance(x, QArray):  # already quantized (codes reused from another GEMM)
         return x
     k = role_key(key, role, slot) if spec.rounding == "sr" else None
     return quantize(x, spec, key=k, axis=-1)
@@ -98,8 +115,12 @@ def matmul(a, b, cfg: GemmConfig, precision=None, out_dtype=jnp.float32) -> jax.
 
 
 def qgemm(a, b, cfg: GemmConfig, key, role: str, precision=None, out_dtype=jnp.float32) -> jax.Array:
-    """Rotate, quantize and multiply both operands as `cfg` says; [B,P,Q] out in out_dtype."""
-    a, b = rotate(a, cfg, key, role), rotate(b, cfg, key, role)
+    """Rotate, quantize and multiply both operands as `cfg` says; [B,P,Q] out in out_dtype.
+    An operand given as a QArray is used as it is (its GEMM must have no Hadamard)."""
+    if cfg.hadamard is not None:
+        if isinstance(a, QArray) or isinstance(b, QArray):
+            raise ValueError("pre-quantized operands cannot be rotated")
+        a, b = rotate(a, cfg, key, role), rotate(b, cfg, key, role)
     qa = quantize_operand(a, cfg.lhs.spec, key, role, "lhs")
     qb = quantize_operand(b, cfg.rhs.spec, key, role, "rhs")
     return matmul(qa, qb, cfg, precision, out_dtype)
