@@ -115,8 +115,6 @@ def _jaxpr_dot_dtypes(fn, *args):
         for eqn in jp.eqns:
             if eqn.primitive.name == "dot_general":
                 found.append(tuple(str(v.aval.dtype) for v in eqn.invars))
-            for sub in jax.core.jaxprs_in_params(eqn.params) if hasattr(jax.core, "jaxprs_in_params") else []:
-                walk(sub)
             for p in eqn.params.values():
                 if hasattr(p, "jaxpr"):
                     walk(p.jaxpr if hasattr(p.jaxpr, "eqns") else p.jaxpr.jaxpr)
