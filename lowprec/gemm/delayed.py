@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from lowprec.gemm.config import Recipe
-from lowprec.gemm.dot_general import _canonical, _check_dimension_numbers
+from lowprec.gemm.dot_general import canonicalize
 from lowprec.gemm.qgemm import matmul
 from lowprec.numerics.quantize import quantize
 
@@ -66,16 +66,13 @@ def delayed_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_e
     if not isinstance(state, AmaxState):
         raise ValueError(f"state must be an AmaxState (see init_state), got {type(state).__name__}")
     lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
-    (lc, rc), (lb, rb) = _check_dimension_numbers(lhs, rhs, dimension_numbers)
+    l, r, out_shape = canonicalize(lhs, rhs, dimension_numbers)
     out_dtype = jnp.dtype(preferred_element_type or jnp.result_type(lhs, rhs))
-    l, lfree = _canonical(lhs, lb, lc)
-    r, rfree = _canonical(rhs, rb, rc)
     ax, aw = _amax(l), _amax(r)
     ref_x, ref_w = _reference_amax(state.x, ax, recipe), _reference_amax(state.w, aw, recipe)
     out = _ddot(l, r, state.g, jax.lax.stop_gradient(ref_x), jax.lax.stop_gradient(ref_w), recipe, out_dtype, precision)
-    shape = tuple(lhs.shape[d] for d in lb) + tuple(lhs.shape[d] for d in lfree) + tuple(rhs.shape[d] for d in rfree)
     new_state = AmaxState(x=_push(state.x, jax.lax.stop_gradient(ax)), w=_push(state.w, jax.lax.stop_gradient(aw)), g=state.g)
-    return out.reshape(shape), new_state
+    return out.reshape(out_shape), new_state
 
 
 def _q(x, spec, amax):

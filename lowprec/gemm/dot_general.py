@@ -54,6 +54,15 @@ def _canonical(x, batch, contracting):
     return jnp.transpose(x, perm).reshape(shape), free
 
 
+def canonicalize(lhs, rhs, dimension_numbers):
+    """Validate dimension_numbers; return (l[B,M,K], r[B,N,K], dot_general's output shape)."""
+    (lc, rc), (lb, rb) = _check_dimension_numbers(lhs, rhs, dimension_numbers)
+    l, lfree = _canonical(lhs, lb, lc)
+    r, rfree = _canonical(rhs, rb, rc)
+    out_shape = tuple(lhs.shape[d] for d in lb) + tuple(lhs.shape[d] for d in lfree) + tuple(rhs.shape[d] for d in rfree)
+    return l, r, out_shape
+
+
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, *,
                 recipe: Recipe, key=None):
     """jax.lax.dot_general with fprop, dgrad and wgrad quantized as `recipe` says.
@@ -65,7 +74,7 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
     if not isinstance(recipe, Recipe):
         raise ValueError(f"recipe must be a lowprec.Recipe (see lowprec.recipes.get), got {type(recipe).__name__}")
     lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
-    (lc, rc), (lb, rb) = _check_dimension_numbers(lhs, rhs, dimension_numbers)
+    _check_dimension_numbers(lhs, rhs, dimension_numbers)
     if recipe.delayed is not None:
         raise ValueError(f"recipe {recipe.name!r} uses delayed scaling, which carries amax state: call "
                          "lowprec.gemm.delayed_dot_general(..., state=...) or use quantize_model")
@@ -73,12 +82,9 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
         raise ValueError(f"recipe {recipe.name!r} uses stochastic rounding or random Hadamard signs: pass key=jax.random.key(...)")
     if not recipe.active:
         return lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type)
+    l, r, out_shape = canonicalize(lhs, rhs, dimension_numbers)
     out_dtype = jnp.dtype(preferred_element_type or jnp.result_type(lhs, rhs))
-    l, lfree = _canonical(lhs, lb, lc)
-    r, rfree = _canonical(rhs, rb, rc)
-    out = _qdot(l, r, key, recipe, out_dtype, precision)
-    shape = tuple(lhs.shape[d] for d in lb) + tuple(lhs.shape[d] for d in lfree) + tuple(rhs.shape[d] for d in rfree)
-    return out.reshape(shape)
+    return _qdot(l, r, key, recipe, out_dtype, precision).reshape(out_shape)
 
 
 def _fprop(l, r, key, recipe: Recipe, out_dtype, precision):

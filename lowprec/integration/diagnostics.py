@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lowprec.gemm.dot_general import _canonical, _check_dimension_numbers
+from lowprec.gemm.dot_general import canonicalize
 from lowprec.gemm.qgemm import role_key, rotate
 from lowprec.integration.keys import quant_key
 from lowprec.integration.ops import capturing
@@ -135,9 +135,7 @@ def _diagnostics(graphdef, state, args, key) -> dict:
     stats = {}
     for name, (recipe, dn) in holder["meta"].items():
         lhs, rhs, gkey = operands[name]
-        (lc, rc), (lb, rb) = _check_dimension_numbers(lhs, rhs, dn)
-        l, _ = _canonical(lhs.astype(jnp.float32), lb, lc)
-        r, _ = _canonical(rhs.astype(jnp.float32), rb, rc)
+        l, r, _ = canonicalize(lhs.astype(jnp.float32), rhs.astype(jnp.float32), dn)
         g = grads[name].astype(jnp.float32).reshape(l.shape[0], l.shape[1], r.shape[1])
         for (role, slot), t in _role_operands(recipe, l, r, g, gkey).items():
             spec = getattr(recipe.roles[role], slot).spec
