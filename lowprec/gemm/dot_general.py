@@ -19,7 +19,7 @@ from jax import lax
 
 from lowprec.gemm.config import GemmConfig, Recipe
 from lowprec.gemm.qgemm import (
-    matmul, qgemm, quantize_operand, reusable_codes, role_key, rotate, transpose_codes,
+    matmul, prepare_operands, qgemm, quantize_operand, reusable_codes, role_key, rotate, transpose_codes,
 )
 from lowprec.numerics.formats import IntFormat
 from lowprec.numerics.quantize import QArray, dequantize, element_scale
@@ -88,11 +88,8 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
 
 
 def _fprop(l, r, key, recipe: Recipe, out_dtype, precision):
-    cfg = recipe.fprop
-    a, b = rotate(l, cfg, key, "fprop"), rotate(r, cfg, key, "fprop")
-    qa = quantize_operand(a, cfg.lhs.spec, key, "fprop", "lhs")
-    qb = quantize_operand(b, cfg.rhs.spec, key, "fprop", "rhs")
-    return matmul(qa, qb, cfg, precision, out_dtype), a, b, qa, qb
+    a, b, qa, qb = prepare_operands(l, r, recipe.fprop, key, "fprop")
+    return matmul(qa, qb, recipe.fprop, precision, out_dtype), a, b, qa, qb
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))

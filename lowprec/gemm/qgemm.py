@@ -114,13 +114,17 @@ def matmul(a, b, cfg: GemmConfig, precision=None, out_dtype=jnp.float32) -> jax.
     return (out * outers[0] * outer_b).astype(out_dtype)
 
 
-def qgemm(a, b, cfg: GemmConfig, key, role: str, precision=None, out_dtype=jnp.float32) -> jax.Array:
-    """Rotate, quantize and multiply both operands as `cfg` says; [B,P,Q] out in out_dtype.
-    An operand given as a QArray is used as it is (its GEMM must have no Hadamard)."""
+def prepare_operands(a, b, cfg: GemmConfig, key, role: str):
+    """(rotated a, rotated b, quantized a, quantized b) as `cfg` says. An operand given as a QArray
+    is used as it is (its GEMM must have no Hadamard)."""
     if cfg.hadamard is not None:
         if isinstance(a, QArray) or isinstance(b, QArray):
             raise ValueError("pre-quantized operands cannot be rotated")
         a, b = rotate(a, cfg, key, role), rotate(b, cfg, key, role)
-    qa = quantize_operand(a, cfg.lhs.spec, key, role, "lhs")
-    qb = quantize_operand(b, cfg.rhs.spec, key, role, "rhs")
+    return a, b, quantize_operand(a, cfg.lhs.spec, key, role, "lhs"), quantize_operand(b, cfg.rhs.spec, key, role, "rhs")
+
+
+def qgemm(a, b, cfg: GemmConfig, key, role: str, precision=None, out_dtype=jnp.float32) -> jax.Array:
+    """Rotate, quantize and multiply both operands as `cfg` says; [B,P,Q] out in out_dtype."""
+    _, _, qa, qb = prepare_operands(a, b, cfg, key, role)
     return matmul(qa, qb, cfg, precision, out_dtype)
