@@ -5,7 +5,11 @@ All three training GEMMs are this shape (see dot_general.py), with both operands
 
 Execution paths (same numerics, chosen statically per GEMM):
 - fp8: both operands FP8 (E4M3/E5M2) with scales constant along the contraction (per tensor / per
-  row): a real FP8 dot_general with f32 output, scales applied to the output.
+  row): a real FP8 dot_general, scales applied to its output. Per-tensor scales multiply into one
+  float32 factor first (cuBLASLt's a_scale x b_scale). When every such scale is a power of two the
+  GEMM writes bf16 directly and XLA folds the factor into the cuBLASLt call: exact, since scaling a
+  bf16 value by a power of two does not round. Other scales keep a float32 output, scaled, then
+  rounded once (XLA does not fold that conversion into the GEMM).
 - emulated: codes times the scales that vary along the contraction (blocks, tiles) are formed
   exactly; when that product fits bf16 exactly (e.g. E2M1 x UE4M3, E4M3 x E8M0) the GEMM runs in
   bf16 with f32 accumulation, otherwise in f32 at HIGHEST precision. Scales constant along the
@@ -22,11 +26,14 @@ from jax import lax
 from lowprec.gemm.config import GemmConfig
 from lowprec.numerics.formats import FloatFormat
 from lowprec.numerics.quantize import QArray, quantize, split_scales
+from lowprec.numerics.scales import POW2_RULES
 from lowprec.numerics.spec import QuantSpec
 from lowprec.transforms.hadamard import apply_hadamard
 
 _CANONICAL = (((2,), (2,)), ((0,), (0,)))
 _FP8 = (jnp.dtype(jnp.float8_e4m3fn), jnp.dtype(jnp.float8_e5m2))
+# Output dtypes with float32's exponent range: a power-of-two scale applied after rounding to them is exact.
+_POW2_EXACT_OUT = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32))
 # Codes up to 2^emax are multiplied before the scales: keep code products far from float32 overflow.
 _MAX_CODE_EXP = 48
 _SCALE_SIG_BITS = {"e8m0": 1, "ue4m3": 4, "ue5m3": 4, "bf16": 8, "fp32": 24}
@@ -44,6 +51,11 @@ def fp8_eligible(spec: QuantSpec | None) -> bool:
     """Scales constant along the contraction and an FP8 element: runs on FP8 tensor cores."""
     return (spec is not None and spec.granularity in ("tensor", "channel")
             and jnp.dtype(spec.element.storage_dtype) in _FP8)
+
+
+def pow2_outer(spec: QuantSpec) -> bool:
+    """Whether the factors split_scales puts outside the K sum are always powers of two."""
+    return spec.scale_rule in POW2_RULES and spec.headroom == 1.0 and spec.scale_format in ("fp32", "bf16", "e8m0")
 
 
 def bf16_exact(spec: QuantSpec) -> bool:
@@ -89,10 +101,10 @@ def matmul(a, b, cfg: GemmConfig, precision=None, out_dtype=jnp.float32) -> jax.
     """a[B,P,C] x b[B,Q,C] -> [B,P,Q] in out_dtype; each operand a high-precision array or a QArray."""
     if isinstance(a, QArray) and isinstance(b, QArray) and fp8_eligible(a.spec) and fp8_eligible(b.spec):
         acc = lax.Precision.HIGHEST if cfg.accumulation == "highest" else lax.Precision.DEFAULT
-        _, outer_a = split_scales(a)
-        _, outer_b = split_scales(b)
-        out = lax.dot_general(a.data, b.data, _CANONICAL, precision=acc, preferred_element_type=jnp.float32)
-        return (out * outer_a * (jnp.swapaxes(outer_b, -1, -2) if outer_b.ndim else outer_b)).astype(out_dtype)
+        direct = jnp.dtype(out_dtype) in _POW2_EXACT_OUT and pow2_outer(a.spec) and pow2_outer(b.spec)
+        gemm_dtype = out_dtype if direct else jnp.float32
+        out = lax.dot_general(a.data, b.data, _CANONICAL, precision=acc, preferred_element_type=gemm_dtype)
+        return _scale_output(out, split_scales(a)[1], split_scales(b)[1], gemm_dtype).astype(out_dtype)
     ops, outers = [], []
     for x in (a, b):
         if isinstance(x, QArray):
@@ -110,8 +122,16 @@ def matmul(a, b, cfg: GemmConfig, precision=None, out_dtype=jnp.float32) -> jax.
     prec = precision if dtype == jnp.bfloat16 else lax.Precision.HIGHEST
     out = lax.dot_general(ops[0].astype(dtype), ops[1].astype(dtype), _CANONICAL, precision=prec,
                           preferred_element_type=jnp.float32)
-    outer_b = jnp.swapaxes(outers[1], -1, -2) if outers[1].ndim else outers[1]
-    return (out * outers[0] * outer_b).astype(out_dtype)
+    return _scale_output(out, *outers, jnp.float32).astype(out_dtype)
+
+
+def _scale_output(out, outer_a, outer_b, dtype):
+    """out[B,P,Q] times a's factors [B,P,1] (or scalar) and b's [B,Q,1] (or scalar), in `dtype`.
+    Two per-tensor factors become one (their float32 product) before touching the output."""
+    if outer_a.size == 1 and outer_b.size == 1:
+        return out * (outer_a * outer_b).reshape(()).astype(dtype)
+    outer_b = jnp.swapaxes(outer_b, -1, -2) if outer_b.ndim else outer_b
+    return out * outer_a.astype(dtype) * outer_b.astype(dtype)
 
 
 def prepare_operands(a, b, cfg: GemmConfig, key, role: str):

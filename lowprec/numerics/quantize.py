@@ -212,7 +212,11 @@ def _quantize(x, key, amax, spec: QuantSpec, layout: _Layout) -> QArray:
     if spec.headroom != 1.0:
         scaled = scaled * spec.headroom
     codes = round_to_format(scaled, spec.element, spec.rounding, key)
-    codes = jnp.where(jnp.isfinite(codes), codes, 0.0)  # non-finite blocks carry NaN in their scale
+    # Non-finite groups store zero codes and carry NaN in their scale. With one scale level a code is
+    # non-finite exactly when its group's scale is NaN (amax propagates NaN/Inf; rounding saturates),
+    # so the per-group test decides it without an element-wise pass of its own.
+    finite = jnp.isfinite(s) if s_dec is None else jnp.isfinite(codes)
+    codes = jnp.where(finite, codes, 0.0)
     fmt = spec.element
     if isinstance(fmt, IntFormat) and not fmt.centered:
         codes = codes * (2.0**fmt.frac_bits)

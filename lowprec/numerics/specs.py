@@ -7,6 +7,10 @@ _PRESETS: dict[str, QuantSpec] = {
     # FP8 current scaling (per tensor; one scale serves every GEMM since it sits outside the K sum).
     "fp8_e4m3_tensor": QuantSpec(element="e4m3"),
     "fp8_e5m2_tensor": QuantSpec(element="e5m2"),
+    # The same with the scale rounded up to a power of two (TE's power_2_scale): nothing saturates,
+    # and the GEMM can write bf16 directly with the scales folded in exactly.
+    "fp8_e4m3_tensor_pow2": QuantSpec(element="e4m3", scale_rule="rceil"),
+    "fp8_e5m2_tensor_pow2": QuantSpec(element="e5m2", scale_rule="rceil"),
     # torchao rowwise: one power-of-two scale per row along K, rounded so nothing saturates.
     "fp8_e4m3_row": QuantSpec(element="e4m3", granularity="channel", scale_rule="rceil", scale_format="e8m0"),
     # DeepSeek-V3 activations/gradients: 1x128 along K, fp32 abs-max scales.

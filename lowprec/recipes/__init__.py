@@ -16,6 +16,7 @@ from lowprec.recipes.presets import (
 _BUILDERS = {
     "bf16": bf16,
     "fp8_tensorwise": fp8_tensorwise,
+    "fp8_tensorwise_pow2": lambda: fp8_tensorwise(pow2=True),
     "fp8_delayed": fp8_delayed,
     "fp8_rowwise": fp8_rowwise,
     "fp8_rowwise_gw_hp": lambda: fp8_rowwise(gw_hp=True),

@@ -32,10 +32,16 @@ def bf16() -> Recipe:
     return Recipe(name="bf16", description="BF16 baseline")
 
 
-def fp8_tensorwise(fp8_format: str = "hybrid") -> Recipe:
-    """[2] Per-tensor current scaling: E4M3 forward, E5M2 gradients ('hybrid'), or E4M3 everywhere."""
-    grad = specs.get("fp8_e5m2_tensor") if fp8_format == "hybrid" else specs.get("fp8_e4m3_tensor")
-    return _all("fp8_tensorwise", specs.get("fp8_e4m3_tensor"), grad, "FP8 per-tensor current scaling")
+def fp8_tensorwise(fp8_format: str = "hybrid", pow2: bool = False) -> Recipe:
+    """[2] Per-tensor current scaling: E4M3 forward, E5M2 gradients ('hybrid'), or E4M3 everywhere.
+    pow2: scales rounded up to powers of two (`fp8_tensorwise_pow2`), which lets the FP8 GEMM emit
+    bf16 with the scales folded into cuBLASLt (lowprec.gemm.qgemm)."""
+    if fp8_format not in ("hybrid", "e4m3"):
+        raise ValueError(f"fp8_format must be 'hybrid' or 'e4m3', got {fp8_format!r}")
+    suffix = "_pow2" if pow2 else ""
+    grad = specs.get(f"fp8_{'e5m2' if fp8_format == 'hybrid' else 'e4m3'}_tensor{suffix}")
+    return _all(f"fp8_tensorwise{suffix}", specs.get(f"fp8_e4m3_tensor{suffix}"), grad,
+                "FP8 per-tensor current scaling" + (", power-of-two scales" if pow2 else ""))
 
 
 def fp8_delayed(history: int = 1024, margin: int = 0, amax_compute: str = "max") -> Recipe:

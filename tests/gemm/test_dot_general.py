@@ -107,22 +107,26 @@ def test_preset_matches_float64_reference(name):
         np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=0, atol=2e-6 * scale)
 
 
-def _jaxpr_dot_dtypes(fn, *args):
-    jaxpr = jax.make_jaxpr(fn)(*args)
+def _jaxpr_dots(fn, *args):
+    """Every dot_general equation in fn's jaxpr, nested jaxprs included."""
     found = []
 
     def walk(jp):
         for eqn in jp.eqns:
             if eqn.primitive.name == "dot_general":
-                found.append(tuple(str(v.aval.dtype) for v in eqn.invars))
+                found.append(eqn)
             for p in eqn.params.values():
                 if hasattr(p, "jaxpr"):
                     walk(p.jaxpr if hasattr(p.jaxpr, "eqns") else p.jaxpr.jaxpr)
                 elif hasattr(p, "eqns"):
                     walk(p)
 
-    walk(jaxpr.jaxpr)
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
     return found
+
+
+def _jaxpr_dot_dtypes(fn, *args):
+    return [tuple(str(v.aval.dtype) for v in eqn.invars) for eqn in _jaxpr_dots(fn, *args)]
 
 
 def test_fp8_tensorwise_runs_three_fp8_gemms_with_hybrid_formats():
@@ -131,6 +135,29 @@ def test_fp8_tensorwise_runs_three_fp8_gemms_with_hybrid_formats():
     loss = lambda a, b: jnp.sum(lowprec.dot_general(a, b, dn, recipe=recipe) ** 2)
     dots = _jaxpr_dot_dtypes(jax.grad(loss, argnums=(0, 1)), jnp.ones((32, 64), jnp.bfloat16), jnp.ones((64, 16), jnp.bfloat16))
     assert sorted(dots) == sorted([("float8_e4m3fn", "float8_e4m3fn"), ("float8_e5m2", "float8_e4m3fn"), ("float8_e5m2", "float8_e4m3fn")])
+
+
+def test_pow2_fp8_gemms_write_bf16_directly_and_round_once():
+    """fp8_tensorwise_pow2 emits bf16 from its FP8 GEMMs; with power-of-two scales that equals the
+    float32-output result rounded once (bit for bit), values and both gradients."""
+    recipe = lowprec.recipes.get("fp8_tensorwise_pow2")
+    dn = (((1,), (0,)), ((), ()))
+    ks = jax.random.split(jax.random.key(3), 3)
+    x, w, dy = (jax.random.normal(k, s, jnp.bfloat16) * m for k, s, m in zip(ks, ((64, 128), (128, 32), (64, 32)), (3.0, 0.05, 1e-3)))
+
+    def run(a, b, g, out):
+        y, vjp = jax.vjp(lambda a, b: lowprec.dot_general(a, b, dn, preferred_element_type=out, recipe=recipe), a, b)
+        return (y, *vjp(g))
+
+    direct = jax.jit(run, static_argnums=3)(x, w, dy, jnp.bfloat16)
+    wide = jax.jit(run, static_argnums=3)(*(t.astype(jnp.float32) for t in (x, w, dy)), jnp.float32)
+    for got, want in zip(direct, wide):
+        assert got.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want.astype(jnp.bfloat16), np.float32))
+    grad = lambda r: jax.grad(lambda a, b: jnp.sum(lowprec.dot_general(a, b, dn, recipe=r).astype(jnp.float32)), argnums=(0, 1))
+    out_types = lambda r: [str(e.params["preferred_element_type"]) for e in _jaxpr_dots(grad(r), x, w)]  # noqa: E731
+    assert out_types(recipe) == ["bfloat16"] * 3
+    assert out_types(lowprec.recipes.get("fp8_tensorwise")) == ["float32"] * 3  # absmax scales: f32 out, one rounding
 
 
 def test_emulated_nvfp4_gemms_run_in_bf16_on_exact_e2m1_codes():
@@ -249,12 +276,16 @@ def test_bad_inputs():
 
 
 @pytest.mark.gpu
-def test_fp8_tensorwise_compiles_to_cublaslt_fp8_on_gpu():
-    recipe = lowprec.recipes.get("fp8_tensorwise")
+@pytest.mark.parametrize("name,out_type", [("fp8_tensorwise", "f32"), ("fp8_tensorwise_pow2", "bf16")])
+def test_fp8_tensorwise_compiles_to_cublaslt_fp8_on_gpu(name, out_type):
+    recipe = lowprec.recipes.get(name)
     dn = (((1,), (0,)), ((), ()))
     loss = lambda a, b: jnp.sum(lowprec.dot_general(a, b, dn, recipe=recipe).astype(jnp.float32))
     # at 8192^3 XLA hands FP8 dots to cuBLASLt (measured; small shapes may go to Triton)
     args = (jax.ShapeDtypeStruct((8192, 8192), jnp.bfloat16), jax.ShapeDtypeStruct((8192, 8192), jnp.bfloat16))
     # value_and_grad: with grad alone XLA may drop the forward GEMM
     hlo = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(*args).compile().as_text()
-    assert hlo.count("__cublas$lt$matmul$f8") == 3
+    calls = [line for line in hlo.splitlines() if 'custom_call_target="__cublas$lt$matmul$f8"' in line and " = (" in line]
+    assert len(calls) == 3
+    # power-of-two scales: cuBLASLt writes bf16 with the scales folded in; others write f32
+    assert [c.split(" = (")[1].split("[")[0] for c in calls] == [out_type] * 3
