@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lowprec.numerics.formats import IntFormat, get_format
-from lowprec.numerics.rounding import round_to_format
+from lowprec.numerics.rounding import round_finite, round_to_format
 from lowprec.numerics.scales import cast_scale, rule_scale, scale_storage_dtype
 from lowprec.numerics.spec import QuantSpec
 
@@ -211,12 +211,14 @@ def _quantize(x, key, amax, spec: QuantSpec, layout: _Layout) -> QArray:
     scaled = view * enc if enc is not None else view / jnp.where(s > 0, s, 1.0)
     if spec.headroom != 1.0:
         scaled = scaled * spec.headroom
-    codes = round_to_format(scaled, spec.element, spec.rounding, key)
-    # Non-finite groups store zero codes and carry NaN in their scale. With one scale level a code is
-    # non-finite exactly when its group's scale is NaN (amax propagates NaN/Inf; rounding saturates),
-    # so the per-group test decides it without an element-wise pass of its own.
-    finite = jnp.isfinite(s) if s_dec is None else jnp.isfinite(codes)
-    codes = jnp.where(finite, codes, 0.0)
+    # Non-finite groups store zero codes and carry NaN in their scale. With one scale level a scaled
+    # value is non-finite only where its group's scale is NaN (amax propagates NaN/Inf), so a
+    # per-group test replaces the element-wise one and the quantization stays one fused pass.
+    if s_dec is None:
+        codes = jnp.where(jnp.isfinite(s), round_finite(scaled, spec.element, spec.rounding, key), 0.0)
+    else:
+        codes = round_to_format(scaled, spec.element, spec.rounding, key)
+        codes = jnp.where(jnp.isfinite(codes), codes, 0.0)
     fmt = spec.element
     if isinstance(fmt, IntFormat) and not fmt.centered:
         codes = codes * (2.0**fmt.frac_bits)

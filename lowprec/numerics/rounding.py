@@ -131,12 +131,16 @@ def round_to_format(x: jax.Array, fmt: Format, mode: str = "rne", key: jax.Array
     if mode == "sr" and key is None:
         raise ValueError("rounding='sr' needs an explicit jax.random key (key=...)")
     x = jnp.asarray(x).astype(jnp.float32)
+    return jnp.where(jnp.isfinite(x), round_finite(x, fmt, mode, key), jnp.nan)
+
+
+def round_finite(x: jax.Array, fmt: Format, mode: str = "rne", key: jax.Array | None = None) -> jax.Array:
+    """round_to_format for float32 x known to be finite (values elsewhere are unspecified): no
+    element-wise NaN/inf test, so a quantizer that masks non-finite groups itself fuses better."""
     if mode == "rne" and isinstance(fmt, FloatFormat) and fmt.native_dtype is not None:
         # The hardware's saturating cast is RNE onto exactly this value set: one instruction instead
         # of the integer-grid arithmetic (the exhaustive tests hold both to ml_dtypes).
-        y = jnp.clip(x, -fmt.max_value, fmt.max_value).astype(fmt.native_dtype).astype(jnp.float32)
-    elif isinstance(fmt, FloatFormat):
-        y = _round_float(x, fmt, mode, key)
-    else:
-        y = _round_int(x, fmt, mode, key)
-    return jnp.where(jnp.isfinite(x), y, jnp.nan)
+        return jnp.clip(x, -fmt.max_value, fmt.max_value).astype(fmt.native_dtype).astype(jnp.float32)
+    if isinstance(fmt, FloatFormat):
+        return _round_float(x, fmt, mode, key)
+    return _round_int(x, fmt, mode, key)
