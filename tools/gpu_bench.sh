@@ -18,6 +18,7 @@ GEMM_SHAPES=${GEMM_SHAPES:-8192x8192x8192}
 GEMM_RECIPES=${GEMM_RECIPES:-fp8_tensorwise,mxfp8,nvfp4,quartet,mxfp4_bwd}
 TRAIN_MODELS=${TRAIN_MODELS:-350m}
 TRAIN_RECIPES=${TRAIN_RECIPES:-bf16,fp8_tensorwise,mxfp8,nvfp4}
+TRAIN_PEERS=${TRAIN_PEERS:-flax_fp8,qwix_fp8}
 TRAIN_BATCH=${TRAIN_BATCH:-16}
 TRAIN_START_S=${TRAIN_START_S:-60}  # no train case starts after this (a 350m fp8 step compiles in ~2 min)
 HAD_AXES=${HAD_AXES:--1}
@@ -65,7 +66,7 @@ part quantize "$T_QUANT" $PY -m lowprec.cli bench quantize --out "$OUT" --reps "
 part gemm "$T_GEMM" $PY -m lowprec.cli bench gemm --out "$OUT" --reps "$REPS" --shapes "$GEMM_SHAPES" \
   --recipes "$GEMM_RECIPES" --budget-s $((T_GEMM - 40))
 part train "$T_TRAIN" $PY -m lowprec.cli bench train --out "$OUT" --reps "$REPS" --models "$TRAIN_MODELS" \
-  --recipes "$TRAIN_RECIPES" --batch "$TRAIN_BATCH" --budget-s "$TRAIN_START_S"
+  --recipes "$TRAIN_RECIPES" --peers "$TRAIN_PEERS" --batch "$TRAIN_BATCH" --budget-s "$TRAIN_START_S"
 part hadamard "$T_HAD" $PY -m lowprec.cli bench hadamard --out "$OUT" --reps "$REPS" --axes $HAD_AXES
 
 $PY -m lowprec.cli bench report "$OUT"

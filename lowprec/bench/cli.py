@@ -45,6 +45,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     t = sub.add_parser("train", parents=[common], help="train-step tokens/s and MFU per model and recipe")
     t.add_argument("--models", type=_names, default=None, help="model presets (default: 350m)")
     t.add_argument("--recipes", type=_names, default=None, help="recipes (default: bf16 and six low-precision ones)")
+    t.add_argument("--peers", type=_names, default=[],
+                   help="peer FP8 libraries, one row each after the recipes: flax_fp8,qwix_fp8 (default: none)")
     t.add_argument("--batch", type=int, default=16, help="sequences per step")
     t.add_argument("--seq-len", type=int, default=1024)
     t.add_argument("--warmup", type=int, default=3, help="untimed steps after compilation")
@@ -109,7 +111,7 @@ def _run(args) -> tuple[list[dict], tuple, dict]:
         with tempfile.TemporaryDirectory(prefix="lowprec_bench_") as workdir:
             bench.run_train(show, models=models, recipe_names=args.recipes or bench.DEFAULT_RECIPES, batch=batch,
                             seq_len=seq_len, steps=args.reps, warmup=args.warmup, workdir=workdir,
-                            overrides=overrides, deadline=deadline)
+                            overrides=overrides, deadline=deadline, peers=args.peers)
     else:
         from lowprec.bench import hadamard as bench
 

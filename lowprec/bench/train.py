@@ -7,7 +7,8 @@ lowprec.bench.timing.time_calls (one step per round once a step takes over 20 ms
 the median. Batches rotate
 between the first two of the dataset. tokens/s = batch x seq_len / median step time; MFU uses
 lowprec.train.mfu with the model's training FLOPs per token (lowprec.models.flops_per_token),
-against the bf16 dense peak for every recipe, so rows compare directly.
+against the bf16 dense peak for every recipe, so rows compare directly. Peer rows (`peers`, see
+lowprec.bench.train_peers) run the bf16 case with the projections computed by a peer FP8 library.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from lowprec.bench.timing import time_calls
 DEFAULT_MODELS = ("350m",)
 DEFAULT_RECIPES = ("bf16", "fp8_tensorwise", "fp8_rowwise", "mxfp8", "nvfp4", "quartet", "mxfp4_bwd")
 SMALL = {"models": ("tiny",), "batch": 4, "seq_len": 64, "overrides": ("model.n_layers=1",)}
-COLUMNS = (("model", "model", ""), ("recipe", "recipe", ""), ("batch", "B", ""), ("seq_len", "T", ""),
+COLUMNS = (("model", "model", ""), ("recipe", "recipe/peer", ""), ("batch", "B", ""), ("seq_len", "T", ""),
            ("step_ms", "ms/step", ".1f"), ("tokens_per_s", "tokens/s", ".0f"), ("vs_bf16", "vs bf16", ".2f"),
            ("mfu_pct", "MFU %", ".1f"), ("compile_s", "compile s", ".1f"), ("loss", "loss", ".3f"))
 
@@ -42,16 +43,17 @@ def synthetic_corpus_for(workdir: Path, *, vocab_size: int, seq_len: int, batch:
 
 
 def _case(model: str, recipe: str, *, corpus: Path, batch: int, seq_len: int, steps: int, warmup: int,
-          overrides: Sequence[str]) -> dict:
+          overrides: Sequence[str], peer: str | None = None) -> dict:
     from lowprec.models import flops_per_token
     from lowprec.train.config import load_config
     from lowprec.train.mfu import mfu
+    from lowprec.bench.train_peers import plug
     from lowprec.train.setup import build
 
     cfg = load_config(overrides=[f"model={model}", f"model.seq_len={seq_len}", f"data.batch_size={batch}",
                                  f"data.corpus={corpus}", f"data.val_tokens={seq_len}", f"precision.recipe={recipe}",
                                  "train.steps=1000", *overrides])
-    run = build(cfg)
+    run = build(cfg, None if peer is None else lambda m: plug(peer, m))
     batches = [jax.device_put(run.dataset[i], run.shardings["batch"]) for i in range(2)]
     step_no = [jnp.asarray(i, jnp.int32) for i in range(warmup + steps)]
     t0 = time.perf_counter()
@@ -79,31 +81,35 @@ def _case(model: str, recipe: str, *, corpus: Path, batch: int, seq_len: int, st
 
 def run_train(record: Callable[[dict], None], *, models: Sequence[str], recipe_names: Sequence[str], batch: int,
               seq_len: int, steps: int, warmup: int, workdir: str | Path, overrides: Sequence[str] = (),
-              deadline: float | None = None) -> None:
-    """One row per (model, recipe), bf16 first so every row gets its ratio to bf16.
+              deadline: float | None = None, peers: Sequence[str] = ()) -> None:
+    """One row per (model, recipe), bf16 first so every row gets its ratio to bf16, then one per peer
+    (`recipe` = the peer's name: the bf16 case with its projections run by that peer).
 
     `overrides` are extra `key=value` config overrides applied to every case (e.g. model.n_layers=1).
     """
     from lowprec import recipes
+    from lowprec.bench.train_peers import check
     from lowprec.models import load_model_config
 
     for name in recipe_names:
         recipes.get(name)
+    check(peers)
     if batch < 1 or seq_len < 2:
         raise ValueError(f"batch must be >= 1 and seq_len >= 2, got batch={batch}, seq_len={seq_len}")
     ordered = ["bf16"] + [r for r in recipe_names if r != "bf16"]
+    cases = [(r, None) for r in ordered] + [("bf16", p) for p in peers]  # (recipe, peer)
     for model in models:
         vocab = load_model_config(model).vocab_size
         corpus = synthetic_corpus_for(Path(workdir), vocab_size=vocab, seq_len=seq_len, batch=batch)
         bf16_rate = None
-        for recipe in ordered:
-            fields = {"model": model, "recipe": recipe, "batch": batch, "seq_len": seq_len}
+        for recipe, peer in cases:
+            fields = {"model": model, "recipe": peer or recipe, "batch": batch, "seq_len": seq_len}
             if deadline is not None and time.monotonic() > deadline:
                 record({**fields, "error": "skipped: time budget spent"})
                 continue
             row = guarded(fields, lambda: _case(model, recipe, corpus=corpus, batch=batch, seq_len=seq_len,
-                                                steps=steps, warmup=warmup, overrides=overrides))
-            if recipe == "bf16":
+                                                steps=steps, warmup=warmup, overrides=overrides, peer=peer))
+            if recipe == "bf16" and peer is None:
                 bf16_rate = row.get("tokens_per_s")
             if "tokens_per_s" in row and bf16_rate:
                 row["vs_bf16"] = row["tokens_per_s"] / bf16_rate

@@ -53,7 +53,8 @@ def data_config(cfg: Config) -> DataConfig:
                       seed=cfg.data.seed, val_tokens=cfg.data.val_tokens)
 
 
-def build(cfg: Config) -> Run:
+def build(cfg: Config, model_transform: Callable[[nnx.Module], nnx.Module] | None = None) -> Run:
+    """The run of `cfg`; `model_transform` (if given) maps the built, precision-applied model before it is split."""
     data = data_config(cfg)
     mesh = make_mesh(cfg.mesh)
     shards = cfg.optim.grad_accum * mesh.size
@@ -62,6 +63,8 @@ def build(cfg: Config) -> Run:
                          f"= {cfg.optim.grad_accum} x {mesh.size}")
     model = Llama(cfg.model, rngs=nnx.Rngs(stream_key(cfg.train.seed, INIT_STREAM)))
     model = apply_precision(model, cfg.precision, cfg.model.n_layers)
+    if model_transform is not None:
+        model = model_transform(model)
     model_def, params, other = split_model(model)
     optimizer = make_optimizer(cfg.optim)
     schedule = make_schedule(cfg.schedule, cfg.optim.lr, cfg.train.steps)
