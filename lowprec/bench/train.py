@@ -44,10 +44,10 @@ def synthetic_corpus_for(workdir: Path, *, vocab_size: int, seq_len: int, batch:
 
 def _case(model: str, recipe: str, *, corpus: Path, batch: int, seq_len: int, steps: int, warmup: int,
           overrides: Sequence[str], peer: str | None = None) -> dict:
+    from lowprec.bench.train_peers import plug
     from lowprec.models import flops_per_token
     from lowprec.train.config import load_config
     from lowprec.train.mfu import mfu
-    from lowprec.bench.train_peers import plug
     from lowprec.train.setup import build
 
     cfg = load_config(overrides=[f"model={model}", f"model.seq_len={seq_len}", f"data.batch_size={batch}",

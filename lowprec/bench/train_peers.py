@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lowprec.bench import peers
 from lowprec.integration.delayed import GradAmaxHistory
 
 PROJECTIONS = r"blocks/\d+/(attn/[qkvo]|mlp/(gate|up|down))_proj"
-DENSE_DIMS = (((1,), (0,)), ((), ()))
 
 
 class FlaxFp8Meta(GradAmaxHistory):
@@ -32,10 +32,8 @@ class FlaxFp8Dot(nnx.Module):
     """jax.lax.dot_general's signature run by flax.linen.Fp8DirectDotGeneralOp, its state held as FlaxFp8Meta."""
 
     def __init__(self):
-        from flax.linen import Fp8DirectDotGeneralOp, fp8_ops
-
         x = jnp.zeros((1, 1))
-        state = Fp8DirectDotGeneralOp().init(jax.random.key(0), x, x, DENSE_DIMS)[fp8_ops.OVERWRITE_WITH_GRADIENT]
+        state = peers.flax_fp8()[1](x, x)  # the GEMM benchmark's peer: Flax's own initial scales and histories
         self.names = tuple(state)
         for name, value in state.items():
             setattr(self, name, FlaxFp8Meta(value))
