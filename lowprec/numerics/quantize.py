@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lowprec.numerics.formats import IntFormat, get_format
-from lowprec.numerics.rounding import round_finite, round_to_format
+from lowprec.numerics.rounding import round_finite
 from lowprec.numerics.scales import cast_scale, rule_scale, scale_storage_dtype
 from lowprec.numerics.spec import QuantSpec
 
@@ -173,7 +173,9 @@ def _scales(view, reduce_axes, spec: QuantSpec, amax_override=None):
         return None, jnp.where(jnp.isfinite(amax), s, jnp.nan), None
     # NVFP4 chain (TE kernel): S_enc = max_elem*max_scale/amax_tensor (1 if amax is 0), capped at FLT_MAX.
     scale_max = get_format(spec.scale_format).max_value if spec.scale_format.startswith("ue") else FLT_MAX
-    t_amax = jnp.max(amax)
+    # The tensor amax is the max of the block amaxes; the barrier keeps XLA from rewriting it as a
+    # second full pass over the tensor (reduce-of-reduce merging), so one pass feeds both levels.
+    t_amax = jnp.max(jax.lax.optimization_barrier(amax))
     s_enc = jnp.where(t_amax > 0, (fmt.max_value * scale_max) / t_amax, 1.0)
     s_enc = jnp.minimum(s_enc, FLT_MAX)
     s_dec = 1.0 / s_enc
@@ -217,8 +219,7 @@ def _quantize(x, key, amax, spec: QuantSpec, layout: _Layout) -> QArray:
     if s_dec is None:
         codes = jnp.where(jnp.isfinite(s), round_finite(scaled, spec.element, spec.rounding, key), 0.0)
     else:
-        codes = round_to_format(scaled, spec.element, spec.rounding, key)
-        codes = jnp.where(jnp.isfinite(codes), codes, 0.0)
+        codes = jnp.where(jnp.isfinite(scaled), round_finite(scaled, spec.element, spec.rounding, key), 0.0)
     fmt = spec.element
     if isinstance(fmt, IntFormat) and not fmt.centered:
         codes = codes * (2.0**fmt.frac_bits)

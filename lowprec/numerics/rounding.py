@@ -3,7 +3,8 @@
 Every value is mapped to an integer grid k = |x|·2^(M-e) (e = the value's binade, clamped to the
 format's smallest normal binade so subnormals share one grid), k is rounded to an integer by the
 chosen mode, and the result is scaled back. Multiplying by powers of two is exact, so the only
-rounding is the one the mode asks for. Exponents come from `frexp`, never from floor(log2(x)).
+rounding is the one the mode asks for. Exponents come from the float32 exponent bits (`frexp` where
+subnormals matter), never from floor(log2(x)).
 
 Hardware note: XLA flushes float32 subnormals to zero on CPU and GPU, so inputs below 2^-126 act as
 zero and formats with 8 exponent bits (bf16, e8mY) lose their subnormals there.
@@ -25,9 +26,12 @@ def exp2i(n: jax.Array) -> jax.Array:
     return lax.bitcast_convert_type((n + 127) << 23, jnp.float32)
 
 
-def scale_by_pow2(x: jax.Array, n: jax.Array) -> jax.Array:
-    """x·2^n exactly, for |n| up to 252, in two steps so neither factor leaves the normal range."""
-    half = n // 2
+def scale_by_pow2(x: jax.Array, n: jax.Array, n_range: tuple[int, int] = (-252, 252)) -> jax.Array:
+    """x·2^n exactly, for integer n within the static n_range (|n| up to 252): one factor when the
+    range allows it, else two so neither factor leaves the normal range."""
+    if -126 <= n_range[0] and n_range[1] <= 127:
+        return x * exp2i(n)
+    half = n >> 1  # floor(n / 2) with one arithmetic shift
     return x * exp2i(half) * exp2i(n - half)
 
 
@@ -40,6 +44,12 @@ def ceil_log2(x: jax.Array) -> jax.Array:
     """ceil(log2 x) for positive normal float32 x, exact."""
     mant, exp = jnp.frexp(x)
     return jnp.where(mant == 0.5, exp - 1, exp)
+
+
+def _binade(ax: jax.Array) -> jax.Array:
+    """floor(log2 ax) from the exponent bits of non-negative finite float32 ax: exact for normal
+    values, -127 for zero and subnormals (callers clamp to a format's emin >= -126 first)."""
+    return (lax.bitcast_convert_type(ax, jnp.int32) >> 23) - 127
 
 
 def _lowbias32(x: jax.Array) -> jax.Array:
@@ -97,19 +107,21 @@ def round_integer(k: jax.Array, mode: str, key: jax.Array | None = None, odd: ja
 
 def _round_float(x: jax.Array, fmt: FloatFormat, mode: str, key) -> jax.Array:
     ax = jnp.abs(x)
-    e = floor_log2(jnp.where(ax > 0, ax, 1.0))
+    e = _binade(ax)  # below emin only the clamped grid matters, so zero/subnormals may read -127
     if fmt.subnormals:
         e_eff, mbits = jnp.maximum(e, fmt.emin), fmt.man_bits
         shift = mbits - e_eff
+        shifts = (mbits - 127, mbits - fmt.emin)
     else:  # below the smallest normal the grid is {0, min_normal}
         below = e < fmt.emin
         shift = jnp.where(below, -fmt.emin, fmt.man_bits - e)
-    k = scale_by_pow2(ax, shift)
+        shifts = (min(-fmt.emin, fmt.man_bits - 127), max(-fmt.emin, fmt.man_bits - fmt.emin))
+    k = scale_by_pow2(ax, shift, shifts)
     odd = None
     if fmt.man_bits == 0:  # one value per binade: its code's last bit is the biased exponent's
         odd = (k >= 1.0) & ((e + fmt.bias) % 2 == 1)
     r = round_integer(k, mode, key, odd)
-    y = jnp.minimum(scale_by_pow2(r, -shift), fmt.max_value)
+    y = jnp.minimum(scale_by_pow2(r, -shift, (-shifts[1], -shifts[0])), fmt.max_value)
     return jnp.copysign(y, x)
 
 

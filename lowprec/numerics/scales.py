@@ -68,7 +68,9 @@ def cast_scale(s: jax.Array, scale_format: str) -> jax.Array:
         return s
     if scale_format == "bf16":
         return s.astype(jnp.bfloat16).astype(jnp.float32)
-    if scale_format in ("ue4m3", "ue5m3"):
+    if scale_format == "ue4m3":  # for s >= 0 the value set is E4M3's: its native saturating cast
+        return round_to_format(s, get_format("e4m3"), "rne")
+    if scale_format == "ue5m3":
         return round_to_format(s, get_format(scale_format), "rne")
     raise ValueError(f"unknown scale_format {scale_format!r}; choose from {SCALE_FORMATS}")
 

@@ -52,3 +52,16 @@ def test_cast_scale_formats():
     assert float(cast_scale(jnp.float32(1.00390625), "bf16")) == 1.0
     with pytest.raises(ValueError, match="scale_format"):
         cast_scale(jnp.float32(1.0), "e4m3")
+
+
+def test_ue4m3_scale_cast_matches_generic_unsigned_rounding_exhaustively():
+    """cast_scale's UE4M3 takes E4M3's native saturating cast; for every non-negative bf16 pattern
+    (and float32 values between them) it equals RNE onto the unsigned format's own grid."""
+    from lowprec.numerics.rounding import round_to_format
+
+    bits = np.arange(0, 0x7F81, dtype=np.uint16)  # +0 .. +inf
+    s = np.concatenate([bits.view(ml_dtypes.bfloat16).astype(np.float32),
+                        np.random.default_rng(0).uniform(0, 500, 100_000).astype(np.float32)])
+    got = np.asarray(cast_scale(jnp.asarray(s), "ue4m3"))
+    want = np.asarray(round_to_format(jnp.asarray(s), get_format("ue4m3"), "rne"))
+    np.testing.assert_array_equal(got[np.isfinite(s)], want[np.isfinite(s)])
