@@ -55,11 +55,16 @@ def hadamard_matrix(n: int, dtype=jnp.float32) -> Array:
         raise ValueError(f"n must be a power of two (1, 2, 4, ...), got {n}")
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"dtype must be a floating dtype, got {jnp.dtype(dtype).name}")
+    # ±1 times the correctly rounded 1/sqrt(n): every entry is exactly ±dtype(1/sqrt(n)).
+    return jnp.asarray(_sylvester(n), dtype=dtype) * jnp.asarray(1.0 / np.sqrt(n), dtype=dtype)
+
+
+def _sylvester(n: int) -> np.ndarray:
+    """The unnormalized ±1 Sylvester Hadamard matrix H_n (int8)."""
     h = np.ones((1, 1), dtype=np.int8)
     while h.shape[0] < n:
         h = np.block([[h, h], [h, -h]])
-    # ±1 times the correctly rounded 1/sqrt(n): every entry is exactly ±dtype(1/sqrt(n)).
-    return jnp.asarray(h, dtype=dtype) * jnp.asarray(1.0 / np.sqrt(n), dtype=dtype)
+    return h
 
 
 def random_signs(key: Array, n: int, dtype=jnp.float32) -> Array:
@@ -141,9 +146,10 @@ def _side(spec: HadamardSpec, transpose: bool) -> str:
     return "right" if spec.sign_side == "left" else "left"
 
 
-def _signed_hadamard(block: int, s: Array | None, side: str) -> Array:
-    """diag(s)·H (side "left") or H·diag(s) (side "right"); H when s is None. f32."""
-    h = hadamard_matrix(block)
+def _signed_hadamard(block: int, s: Array | None, side: str, normalized: bool = True) -> Array:
+    """diag(s)·H (side "left") or H·diag(s) (side "right"); H when s is None. f32; H = H_n/sqrt(n),
+    or the ±1 matrix H_n when not normalized."""
+    h = hadamard_matrix(block) if normalized else jnp.asarray(_sylvester(block), jnp.float32)
     if s is None:
         return h
     return s[:, None] * h if side == "left" else h * s[None, :]
@@ -170,9 +176,16 @@ def _fwht(x: Array) -> Array:
 
 
 def _rotate_blocks(xb: Array, spec: HadamardSpec, s: Array | None, transpose: bool) -> Array:
-    """xb [..., block] (f32) times R (or R^T when transpose) along the last axis."""
+    """xb [..., block] (f32, or bf16 for the matmul form) times R (or R^T when transpose) along the
+    last axis; float32 out."""
     block = xb.shape[-1]
     side = _side(spec, transpose)
+    if spec.impl == "matmul" and xb.dtype == jnp.bfloat16:
+        # ±1 entries are exact in bf16, so bf16 products are exact and sums f32: the f32 result of the
+        # HIGHEST-precision form (up to summation order) from half the bytes, and no f32 copy of x.
+        r = _signed_hadamard(block, s, side, normalized=False).astype(jnp.bfloat16)
+        y = lax.dot_general(xb, r, (((xb.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+        return y * np.float32(1.0 / np.sqrt(block))
     if spec.impl == "matmul":
         return jnp.matmul(xb, _signed_hadamard(block, s, side), precision=lax.Precision.HIGHEST)
     if s is not None and side == "left":
@@ -198,7 +211,8 @@ def _rotate_axis(x: Array, spec: HadamardSpec, axis: int, key: Array | None, tra
     except ValueError as e:
         raise ValueError(f"axis {axis} of x with shape {x.shape}: {e}") from None
     s = _signs(spec, block, key)
-    xt = jnp.moveaxis(x.astype(jnp.float32), axis, -1)
+    compute = jnp.bfloat16 if x.dtype == jnp.bfloat16 and spec.impl == "matmul" else jnp.float32
+    xt = jnp.moveaxis(x.astype(compute), axis, -1)
     xb = xt.reshape(*xt.shape[:-1], length // block, block)
     y = _rotate_blocks(xb, spec, s, transpose).reshape(xt.shape)
     return jnp.moveaxis(y, -1, axis).astype(x.dtype)
@@ -216,7 +230,8 @@ def _transform(x: Array, spec: HadamardSpec, axis: int, key: Array | None, trans
 def apply_hadamard(x: Array, spec: HadamardSpec, *, axis: int, key: Array | None = None) -> Array:
     """Rotate each block of `spec.size` along `axis` (the contraction axis): block -> block @ R.
 
-    Computed in f32 (matmul at precision HIGHEST), returned in x's dtype (f32/bf16/f16).
+    Sums in f32 (bf16 x with the matmul form: a bf16 GEMM against the exact ±1 matrix, then 1/sqrt(n);
+    otherwise an f32 matmul at precision HIGHEST), returned in x's dtype (f32/bf16/f16).
     For a GEMM, rotate both operands along K with the same spec and key.
     """
     return _transform(x, spec, axis, key, transpose=False)

@@ -164,8 +164,11 @@ def test_emulated_nvfp4_gemms_run_in_bf16_on_exact_e2m1_codes():
     recipe = lowprec.recipes.get("nvfp4")
     dn = (((1,), (0,)), ((), ()))
     loss = lambda a, b: jnp.sum(lowprec.dot_general(a, b, dn, recipe=recipe, key=jax.random.key(0)) ** 2)
-    dots = _jaxpr_dot_dtypes(jax.grad(loss, argnums=(0, 1)), jnp.ones((32, 64), jnp.bfloat16), jnp.ones((64, 32), jnp.bfloat16))
-    assert dots.count(("bfloat16", "bfloat16")) == 3
+    eqns = _jaxpr_dots(jax.grad(loss, argnums=(0, 1)), jnp.ones((32, 64), jnp.bfloat16), jnp.ones((64, 32), jnp.bfloat16))
+    # the three GEMMs, and the two RHT-16 rotations of wgrad's operands (a bf16 GEMM against ±1)
+    gemms = [e for e in eqns if e.invars[1].aval.shape != (16, 16)]
+    assert [tuple(str(v.aval.dtype) for v in e.invars) for e in gemms] == [("bfloat16", "bfloat16")] * 3
+    assert len(eqns) == 5
     assert "float4_e2m1fn" in str(jax.make_jaxpr(jax.grad(loss))(jnp.ones((32, 64), jnp.bfloat16), jnp.ones((64, 32), jnp.bfloat16)))
 
 

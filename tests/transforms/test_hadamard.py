@@ -192,6 +192,24 @@ def test_bf16_input_keeps_dtype_and_inverts(impl):
     np.testing.assert_allclose(np.asarray(back, np.float64), np.asarray(x, np.float64), rtol=2**-7, atol=1e-2)
 
 
+@pytest.mark.parametrize("size,signs,side", [(16, "fixed_te", "left"), (32, "per_call", "right"), (64, "per_call", "left")])
+def test_bf16_matmul_form_equals_float32_form_rounded_once(size, signs, side):
+    """bf16 input takes a bf16 GEMM against the ±1 matrix, then 1/sqrt(n); the float32 input path
+    (f32 matmul at HIGHEST) rounded to bf16 once gives the same bits where the scale is a power of
+    two (16, 64), and is within one bf16 step where it is not (32)."""
+    spec = HadamardSpec(size=size, signs=signs, sign_side=side)
+    key = jax.random.key(3) if spec.needs_key else None
+    x = randn(5, (64, 4 * size), jnp.bfloat16)
+    for fn in (apply_hadamard, inverse_hadamard):
+        y = np.asarray(fn(x, spec, axis=1, key=key), np.float64)
+        y32 = np.asarray(fn(x.astype(jnp.float32), spec, axis=1, key=key).astype(jnp.bfloat16), np.float64)
+        if size in (16, 64):
+            np.testing.assert_array_equal(y, y32)
+        else:
+            assert np.mean(y == y32) > 0.99
+            np.testing.assert_allclose(y, y32, rtol=2**-7, atol=1e-6)  # atol: sums that cancel to ~0
+
+
 def test_per_call_same_key_same_signs_different_keys_differ():
     spec = HadamardSpec(size=32, signs="per_call")
     k1, k2 = jax.random.key(21), jax.random.key(22)
