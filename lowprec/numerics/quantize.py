@@ -215,11 +215,10 @@ def _quantize(x, key, amax, spec: QuantSpec, layout: _Layout) -> QArray:
         scaled = scaled * spec.headroom
     # Non-finite groups store zero codes and carry NaN in their scale. With one scale level a scaled
     # value is non-finite only where its group's scale is NaN (amax propagates NaN/Inf), so a
-    # per-group test replaces the element-wise one and the quantization stays one fused pass.
-    if s_dec is None:
-        codes = jnp.where(jnp.isfinite(s), round_finite(scaled, spec.element, spec.rounding, key), 0.0)
-    else:
-        codes = jnp.where(jnp.isfinite(scaled), round_finite(scaled, spec.element, spec.rounding, key), 0.0)
+    # per-group test replaces the element-wise one and the quantization stays one fused pass. The
+    # two-level chain's encode factor can overflow a value, so it keeps the element-wise test.
+    finite = jnp.isfinite(s) if s_dec is None else jnp.isfinite(scaled)
+    codes = jnp.where(finite, round_finite(scaled, spec.element, spec.rounding, key), 0.0)
     fmt = spec.element
     if isinstance(fmt, IntFormat) and not fmt.centered:
         codes = codes * (2.0**fmt.frac_bits)
