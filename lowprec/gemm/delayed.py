@@ -16,10 +16,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lowprec.gemm.config import Recipe
-from lowprec.gemm.dot_general import canonicalize
-from lowprec.gemm.qgemm import matmul
-from lowprec.numerics.quantize import quantize
+from lowprec.gemm.config import DelayedScaling, Recipe
+from lowprec.gemm.dot_general import canonicalize, qdot
+from lowprec.numerics.quantize import tensor_amax
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["x", "w", "g"], meta_fields=[])
@@ -39,18 +38,33 @@ def init_state(recipe: Recipe) -> AmaxState:
     return AmaxState(x=zeros, w=zeros, g=zeros)
 
 
-def _reference_amax(history, current, recipe: Recipe):
-    d = recipe.delayed
+def _reference_amax(history, d: DelayedScaling):
+    """The amax a history says to scale by, times 2^margin; 0 for an empty (all-zero) history, which
+    makes the quantizer use the tensor's own amax: the first step is current scaling."""
     past = jnp.max(history) if d.amax_compute == "max" else history[0]
-    return jnp.where(past > 0, past, current) * (2.0**d.margin)
+    return jnp.where(past > 0, past * (2.0**d.margin), 0.0)
 
 
 def _push(history, amax):
     return jnp.roll(history, 1).at[0].set(amax)
 
 
-def _amax(x):
-    return jnp.max(jnp.abs(x)).astype(jnp.float32)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _grad_reference(history, d):
+    """_reference_amax of the gradient history; its backward turns the gradient's observed amax
+    (qdot's cotangent for it) into the pushed history: the state's "gradient" is its next value."""
+    return _reference_amax(history, d)
+
+
+def _grad_reference_fwd(history, d):
+    return _reference_amax(history, d), history
+
+
+def _grad_reference_bwd(d, history, observed):
+    return (_push(history, observed),)
+
+
+_grad_reference.defvjp(_grad_reference_fwd, _grad_reference_bwd)
 
 
 def next_state(fwd_state: AmaxState, state_grad: AmaxState) -> AmaxState:
@@ -60,7 +74,11 @@ def next_state(fwd_state: AmaxState, state_grad: AmaxState) -> AmaxState:
 
 def delayed_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, *,
                         recipe: Recipe, state: AmaxState):
-    """dot_general with per-tensor FP8 scales from amax histories; returns (out, state)."""
+    """dot_general with per-tensor FP8 scales from amax histories; returns (out, state).
+
+    The GEMMs, the backward's reuse of the forward's codes and the output paths are those of
+    current scaling (lowprec.gemm.dot_general.qdot); only the amaxes behind the scales differ.
+    """
     if not isinstance(recipe, Recipe) or recipe.delayed is None:
         raise ValueError("delayed_dot_general needs a Recipe with delayed scaling (e.g. lowprec.recipes.get('fp8_delayed'))")
     if not isinstance(state, AmaxState):
@@ -68,36 +86,8 @@ def delayed_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_e
     lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
     l, r, out_shape = canonicalize(lhs, rhs, dimension_numbers)
     out_dtype = jnp.dtype(preferred_element_type or jnp.result_type(lhs, rhs))
-    ax, aw = _amax(l), _amax(r)
-    ref_x, ref_w = _reference_amax(state.x, ax, recipe), _reference_amax(state.w, aw, recipe)
-    out = _ddot(l, r, state.g, jax.lax.stop_gradient(ref_x), jax.lax.stop_gradient(ref_w), recipe, out_dtype, precision)
-    new_state = AmaxState(x=_push(state.x, jax.lax.stop_gradient(ax)), w=_push(state.w, jax.lax.stop_gradient(aw)), g=state.g)
-    return out.reshape(out_shape), new_state
-
-
-def _q(x, spec, amax):
-    return quantize(x, spec, axis=-1, amax=amax)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def _ddot(l, r, g_hist, ref_x, ref_w, recipe, out_dtype, precision):
-    f = recipe.fprop
-    return matmul(_q(l, f.lhs.spec, ref_x), _q(r, f.rhs.spec, ref_w), f, precision, out_dtype)
-
-
-def _ddot_fwd(l, r, g_hist, ref_x, ref_w, recipe, out_dtype, precision):
-    return _ddot(l, r, g_hist, ref_x, ref_w, recipe, out_dtype, precision), (l, r, g_hist, ref_x, ref_w)
-
-
-def _ddot_bwd(recipe, out_dtype, precision, res, g):
-    l, r, g_hist, ref_x, ref_w = res
-    ag = _amax(g)
-    ref_g = _reference_amax(g_hist, ag, recipe)
-    d, w = recipe.dgrad, recipe.wgrad
-    rt, lt, gt = (jnp.swapaxes(t, -1, -2) for t in (r, l, g))
-    dl = matmul(_q(g, d.lhs.spec, ref_g), _q(rt, d.rhs.spec, ref_w), d, precision, l.dtype)
-    dr = matmul(_q(gt, w.lhs.spec, ref_g), _q(lt, w.rhs.spec, ref_x), w, precision, r.dtype)
-    return dl, dr, _push(g_hist, ag), jnp.zeros_like(ref_x), jnp.zeros_like(ref_w)
-
-
-_ddot.defvjp(_ddot_fwd, _ddot_bwd)
+    d, sg = recipe.delayed, jax.lax.stop_gradient
+    ref = (sg(_reference_amax(state.x, d)), sg(_reference_amax(state.w, d)), _grad_reference(state.g, d))
+    out = qdot(l, r, None, ref, recipe, out_dtype, precision)
+    ax, aw = sg(tensor_amax(l)), sg(tensor_amax(r))  # the same reductions as the quantizers': merged by XLA
+    return out.reshape(out_shape), AmaxState(x=_push(state.x, ax), w=_push(state.w, aw), g=state.g)

@@ -22,7 +22,7 @@ from lowprec.gemm.qgemm import (
     matmul, prepare_operands, qgemm, quantize_operand, reusable_codes, role_key, rotate, transpose_codes,
 )
 from lowprec.numerics.formats import IntFormat
-from lowprec.numerics.quantize import QArray, dequantize, element_scale
+from lowprec.numerics.quantize import QArray, dequantize, element_scale, tensor_amax
 from lowprec.transforms.hadamard import inverse_hadamard
 
 
@@ -84,17 +84,24 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
         return lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type)
     l, r, out_shape = canonicalize(lhs, rhs, dimension_numbers)
     out_dtype = jnp.dtype(preferred_element_type or jnp.result_type(lhs, rhs))
-    return _qdot(l, r, key, recipe, out_dtype, precision).reshape(out_shape)
+    return qdot(l, r, key, None, recipe, out_dtype, precision).reshape(out_shape)
 
 
-def _fprop(l, r, key, recipe: Recipe, out_dtype, precision):
-    a, b, qa, qb = prepare_operands(l, r, recipe.fprop, key, "fprop")
+def _fprop(l, r, key, amax, recipe: Recipe, out_dtype, precision):
+    a, b, qa, qb = prepare_operands(l, r, recipe.fprop, key, "fprop", (amax[0], amax[1]) if amax is not None else (None, None))
     return matmul(qa, qb, recipe.fprop, precision, out_dtype), a, b, qa, qb
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _qdot(l, r, key, recipe, out_dtype, precision):
-    return _fprop(l, r, key, recipe, out_dtype, precision)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def qdot(l, r, key, amax, recipe, out_dtype, precision):
+    """The three GEMMs on canonical l[B,M,K], r[B,N,K] (a custom VJP).
+
+    amax: None (every per-tensor scale from its tensor), or recorded amaxes (x, w, g) of l, r and
+    the output gradient for delayed scaling (lowprec.gemm.delayed; 0: none recorded, the tensor's
+    own). Their cotangent is (0, 0, the output gradient's own amax): how the backward hands that
+    amax to its history.
+    """
+    return _fprop(l, r, key, amax, recipe, out_dtype, precision)[0]
 
 
 def _keep_mask(x, q, estimator: str):
@@ -117,8 +124,8 @@ def _reuse(recipe: Recipe) -> tuple[bool, bool, bool]:
             plain(d, w) and reusable_codes(d.lhs.spec, w.lhs.spec))
 
 
-def _qdot_fwd(l, r, key, recipe, out_dtype, precision):
-    y, a, b, qa, qb = _fprop(l, r, key, recipe, out_dtype, precision)
+def _qdot_fwd(l, r, key, amax, recipe, out_dtype, precision):
+    y, a, b, qa, qb = _fprop(l, r, key, amax, recipe, out_dtype, precision)
     masks = None
     if recipe.estimator != "ste":
         masks = (_keep_mask(a.astype(jnp.float32), qa, recipe.estimator),
@@ -128,11 +135,12 @@ def _qdot_fwd(l, r, key, recipe, out_dtype, precision):
                qb if recipe.dgrad.rhs.source == "fwd_q" or reuse_w else None)
     # high-precision originals only where a backward GEMM re-quantizes them (else an empty stand-in)
     keep = lambda x, reused: x[..., :0] if reused else x  # noqa: E731
-    return y, (keep(l, reuse_x), keep(r, reuse_w), key, saved_q, masks)
+    return y, (keep(l, reuse_x), keep(r, reuse_w), key, amax, saved_q, masks)
 
 
 def _qdot_bwd(recipe, out_dtype, precision, res, g):
-    l, r, key, (qa, qb), masks = res
+    l, r, key, amax, (qa, qb), masks = res
+    ref_x, ref_w, ref_g = amax if amax is not None else (None, None, None)
     fcfg: GemmConfig = recipe.fprop
     reuse_w, reuse_x, share_dy = _reuse(recipe)
     # Backward operands: the high-precision originals, the forward-quantized (rotated) tensors, or
@@ -145,15 +153,16 @@ def _qdot_bwd(recipe, out_dtype, precision, res, g):
         x_t = transpose_codes(qa)
     else:
         x_t = jnp.swapaxes(dequantize(qa, r.dtype) if qa is not None else l, -1, -2)
-    g_d = quantize_operand(g, recipe.dgrad.lhs.spec, key, "dgrad", "lhs") if share_dy else g
+    g_d = quantize_operand(g, recipe.dgrad.lhs.spec, key, "dgrad", "lhs", ref_g) if share_dy else g
     g_w = transpose_codes(g_d) if share_dy else jnp.swapaxes(g, -1, -2)
     # gradients that need no further masking or rotation come out in their operand's dtype directly
     direct = masks is None and fcfg.hadamard is None
-    g_l = qgemm(g_d, w_t, recipe.dgrad, key, "dgrad", precision, l.dtype if direct else jnp.float32)
-    g_r = qgemm(g_w, x_t, recipe.wgrad, key, "wgrad", precision, r.dtype if direct else jnp.float32)
+    g_l = qgemm(g_d, w_t, recipe.dgrad, key, "dgrad", precision, l.dtype if direct else jnp.float32, (ref_g, ref_w))
+    g_r = qgemm(g_w, x_t, recipe.wgrad, key, "wgrad", precision, r.dtype if direct else jnp.float32, (ref_g, ref_x))
     g_l = _to_input_domain(g_l, qb is not None and not reuse_w, masks and masks[0], fcfg, key)
     g_r = _to_input_domain(g_r, qa is not None and not reuse_x, masks and masks[1], fcfg, key)
-    return g_l.astype(l.dtype), g_r.astype(r.dtype), None
+    amax_ct = None if amax is None else (jnp.zeros_like(ref_x), jnp.zeros_like(ref_w), tensor_amax(g))
+    return g_l.astype(l.dtype), g_r.astype(r.dtype), None, amax_ct
 
 
 def _to_input_domain(grad, rotated: bool, mask, fcfg: GemmConfig, key):
@@ -170,4 +179,4 @@ def _to_input_domain(grad, rotated: bool, mask, fcfg: GemmConfig, key):
     return inverse_hadamard(grad, fcfg.hadamard, axis=-1, key=k)
 
 
-_qdot.defvjp(_qdot_fwd, _qdot_bwd)
+qdot.defvjp(_qdot_fwd, _qdot_bwd)

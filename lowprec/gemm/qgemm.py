@@ -25,7 +25,7 @@ from jax import lax
 
 from lowprec.gemm.config import GemmConfig
 from lowprec.numerics.formats import FloatFormat
-from lowprec.numerics.quantize import QArray, quantize, split_scales
+from lowprec.numerics.quantize import QArray, quantize, split_scales, tensor_amax
 from lowprec.numerics.scales import POW2_RULES
 from lowprec.numerics.spec import QuantSpec
 from lowprec.transforms.hadamard import apply_hadamard
@@ -90,11 +90,15 @@ def rotate(x, cfg: GemmConfig, key, role: str):
     return apply_hadamard(x, cfg.hadamard, axis=-1, key=k)
 
 
-def quantize_operand(x, spec: QuantSpec | None, key, role: str, slot: str):
+def quantize_operand(x, spec: QuantSpec | None, key, role: str, slot: str, amax=None):
+    """x quantized along its last axis. `amax`: a recorded per-tensor amax (delayed scaling); a
+    non-positive one means nothing was recorded yet and x's own amax is used."""
     if spec is None or isinstance(x, QArray):  # already quantized (codes reused from another GEMM)
         return x
     k = role_key(key, role, slot) if spec.rounding == "sr" else None
-    return quantize(x, spec, key=k, axis=-1)
+    if amax is not None:
+        amax = jnp.where(amax > 0, amax, tensor_amax(x))
+    return quantize(x, spec, key=k, axis=-1, amax=amax)
 
 
 def matmul(a, b, cfg: GemmConfig, precision=None, out_dtype=jnp.float32) -> jax.Array:
@@ -134,17 +138,18 @@ def _scale_output(out, outer_a, outer_b, dtype):
     return out * outer_a.astype(dtype) * outer_b.astype(dtype)
 
 
-def prepare_operands(a, b, cfg: GemmConfig, key, role: str):
+def prepare_operands(a, b, cfg: GemmConfig, key, role: str, amax=(None, None)):
     """(rotated a, rotated b, quantized a, quantized b) as `cfg` says. An operand given as a QArray
-    is used as it is (its GEMM must have no Hadamard)."""
+    is used as it is (its GEMM must have no Hadamard); `amax`: recorded amaxes (a, b) or Nones."""
     if cfg.hadamard is not None:
         if isinstance(a, QArray) or isinstance(b, QArray):
             raise ValueError("pre-quantized operands cannot be rotated")
         a, b = rotate(a, cfg, key, role), rotate(b, cfg, key, role)
-    return a, b, quantize_operand(a, cfg.lhs.spec, key, role, "lhs"), quantize_operand(b, cfg.rhs.spec, key, role, "rhs")
+    return (a, b, quantize_operand(a, cfg.lhs.spec, key, role, "lhs", amax[0]),
+            quantize_operand(b, cfg.rhs.spec, key, role, "rhs", amax[1]))
 
 
-def qgemm(a, b, cfg: GemmConfig, key, role: str, precision=None, out_dtype=jnp.float32) -> jax.Array:
+def qgemm(a, b, cfg: GemmConfig, key, role: str, precision=None, out_dtype=jnp.float32, amax=(None, None)) -> jax.Array:
     """Rotate, quantize and multiply both operands as `cfg` says; [B,P,Q] out in out_dtype."""
-    _, _, qa, qb = prepare_operands(a, b, cfg, key, role)
+    _, _, qa, qb = prepare_operands(a, b, cfg, key, role, amax)
     return matmul(qa, qb, cfg, precision, out_dtype)

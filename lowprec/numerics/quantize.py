@@ -162,6 +162,12 @@ def _stats(view, reduce_axes, spec):
     return amax, sigma
 
 
+def tensor_amax(x) -> jax.Array:
+    """max |x| in float32 (NaN/Inf propagate): per-tensor quantization's statistic, written as the
+    quantizer writes it so that XLA merges a caller's copy (a delayed-scaling history) with its own."""
+    return jnp.max(jnp.abs(jnp.asarray(x).astype(jnp.float32)), keepdims=True).reshape(())
+
+
 def _scales(view, reduce_axes, spec: QuantSpec, amax_override=None):
     """(encode multiplier or None, decode scale per group, global S_dec or None), all float32."""
     fmt = spec.element

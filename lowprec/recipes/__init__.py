@@ -18,6 +18,7 @@ _BUILDERS = {
     "fp8_tensorwise": fp8_tensorwise,
     "fp8_tensorwise_pow2": lambda: fp8_tensorwise(pow2=True),
     "fp8_delayed": fp8_delayed,
+    "fp8_delayed_pow2": lambda: fp8_delayed(pow2=True),
     "fp8_rowwise": fp8_rowwise,
     "fp8_rowwise_gw_hp": lambda: fp8_rowwise(gw_hp=True),
     "fp8_blockwise": fp8_blockwise,

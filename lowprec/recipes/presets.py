@@ -44,11 +44,13 @@ def fp8_tensorwise(fp8_format: str = "hybrid", pow2: bool = False) -> Recipe:
                 "FP8 per-tensor current scaling" + (", power-of-two scales" if pow2 else ""))
 
 
-def fp8_delayed(history: int = 1024, margin: int = 0, amax_compute: str = "max") -> Recipe:
+def fp8_delayed(history: int = 1024, margin: int = 0, amax_compute: str = "max", pow2: bool = False) -> Recipe:
     """[3] FP8 with delayed scaling: the formats of fp8_tensorwise, scales from amax histories
-    (state carried explicitly: lowprec.gemm.delayed_dot_general)."""
-    base = fp8_tensorwise()
-    return base.replace(name="fp8_delayed", description="FP8 per-tensor delayed scaling",
+    (state carried explicitly: lowprec.gemm.delayed_dot_general). pow2: power-of-two scales
+    (`fp8_delayed_pow2`; bf16 GEMM outputs, as fp8_tensorwise_pow2)."""
+    base = fp8_tensorwise(pow2=pow2)
+    return base.replace(name=base.name.replace("tensorwise", "delayed"),
+                        description="FP8 per-tensor delayed scaling" + (", power-of-two scales" if pow2 else ""),
                         delayed=DelayedScaling(history=history, margin=margin, amax_compute=amax_compute))
 
 

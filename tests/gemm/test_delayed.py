@@ -45,18 +45,48 @@ def test_histories_update_newest_first():
     assert float(state.g[0]) > 0 and float(state.g[1]) > 0 and float(state.g[2]) == 0
 
 
-def test_scale_comes_from_history():
-    recipe = lowprec.recipes.get("fp8_delayed")
-    hist = jnp.zeros((1024,)).at[5].set(100.0)  # an old, large amax dominates the max
-    state = AmaxState(x=hist, w=jnp.zeros((1024,)), g=jnp.zeros((1024,)))
+def _fq(x, spec, amax):
+    return np.asarray(lowprec.dequantize(lowprec.quantize(x, spec, amax=jnp.float32(amax))), np.float64)
+
+
+@pytest.mark.parametrize("name,margin", [("fp8_delayed", 0), ("fp8_delayed", 1), ("fp8_delayed_pow2", 0)])
+def test_matches_float64_reference_at_history_scales(name, margin):
+    """All three GEMMs use the histories' amaxes (x2^margin), whatever the tensors' own: here an old,
+    large x amax, a w history below w's amax (saturating), a g history; float64 products of the
+    quantize(amax=) fake-quantized operands."""
+    recipe = lowprec.recipes.get(name).replace(delayed=DelayedScaling(history=8, margin=margin))
+    hist = lambda *v: jnp.zeros((8,)).at[jnp.arange(len(v)) + 2].set(jnp.array(v))  # noqa: E731
+    state = AmaxState(x=hist(1.0, 100.0), w=hist(0.5 * float(jnp.max(jnp.abs(W)))), g=hist(3.0, 2.0))
+    y, gx, gw, new = step(recipe, state)
+    ref = {k: float(jnp.max(getattr(state, k))) * 2.0**margin for k in ("x", "w", "g")}
+    f, d = recipe.fprop, recipe.dgrad
+    xq, wq = _fq(X, f.lhs.spec, ref["x"]), _fq(W.T, f.rhs.spec, ref["w"]).T
+    gq = _fq(CT, d.lhs.spec, ref["g"])
+    for got, want in ((y, xq @ wq), (gx, gq @ wq.T), (gw, xq.T @ gq)):
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=0, atol=2e-6 * np.abs(want).max())
+    assert float(new.g[0]) == float(jnp.max(jnp.abs(CT))) and float(new.g[3]) == 3.0
+
+
+def test_most_recent_empty_entry_is_current_scaling():
+    recipe = lowprec.recipes.get("fp8_delayed").replace(delayed=DelayedScaling(amax_compute="most_recent"))
+    state = AmaxState(x=jnp.zeros((1024,)).at[5].set(100.0), w=jnp.zeros((1024,)), g=jnp.zeros((1024,)))
     y, _ = delayed_dot_general(X, W, DN, recipe=recipe, state=state)
-    spec = recipe.fprop.lhs.spec
-    xq = lowprec.dequantize(lowprec.quantize(X, spec, amax=jnp.float32(100.0)))
-    wq = lowprec.dequantize(lowprec.quantize(W, spec))
-    np.testing.assert_allclose(y, xq @ wq, rtol=1e-5, atol=1e-5)
-    most_recent = recipe.replace(delayed=DelayedScaling(amax_compute="most_recent"))
-    y_recent, _ = delayed_dot_general(X, W, DN, recipe=most_recent, state=state)
-    np.testing.assert_allclose(y_recent, lowprec.dot_general(X, W, DN, recipe="fp8_tensorwise"), rtol=1e-6)
+    np.testing.assert_array_equal(y, lowprec.dot_general(X, W, DN, recipe="fp8_tensorwise"))
+
+
+def test_each_tensor_amax_is_taken_once():
+    """The history's amax and the quantizer's own statistic are one reduction per tensor (x, w, g)
+    after XLA's CSE, plus one max per history: 6 scalar reductions, not 9."""
+    recipe = lowprec.recipes.get("fp8_delayed")
+
+    def fwd_bwd(x, w, state, ct):
+        y, vjp, new = jax.vjp(lambda *a: delayed_dot_general(*a[:2], DN, recipe=recipe, state=a[2]), x, w, state,
+                              has_aux=True)
+        return y, vjp(ct), new
+
+    bf16 = [a.astype(jnp.bfloat16) for a in (X, W, CT)]  # a bf16 max would be a reduction of its own
+    hlo = jax.jit(fwd_bwd).lower(bf16[0], bf16[1], init_state(recipe), bf16[2]).compile().as_text()
+    assert hlo.count("= f32[] reduce(") == 6
 
 
 def test_state_is_jittable_and_errors():
