@@ -2,8 +2,8 @@
 
 Runs x[M,K] @ w[K,N] (random bf16, value_and_grad against a random cotangent) for bf16, lowprec
 recipes and peers, traces `reps` calls with jax.profiler, and prints each program's ops by device
-time (ms per call, from the trace's "XLA Ops" line). SHAPE=MxKxN, METHODS=bf16,fp8_tensorwise,...
-(peer names from lowprec.bench.peers), MODE=fwd_bwd|fwd, TOP=rows per program.
+time (ms per call, from the trace's "XLA Ops" line). SHAPE=MxKxN, METHODS=lax_bf16,fp8_tensorwise,...
+(the programs of `lowprec bench gemm`: baselines, recipes, peers), MODE=fwd_bwd|fwd, TOP=rows per program.
 """
 import collections
 import glob
@@ -11,26 +11,10 @@ import os
 import tempfile
 
 import jax
-import jax.numpy as jnp
 from jax.profiler import ProfileData
 
-import lowprec
-from lowprec.bench.peers import DENSE_DIMS, PEERS
-
-
-def make_fn(method, x, w, ct, mode):
-    if method == "bf16":
-        dot, state = (lambda a, b, s: jax.lax.dot_general(a, b, DENSE_DIMS)), ()
-    elif method in PEERS:
-        dot, init = PEERS[method]()
-        state = init(x, w)
-    else:
-        recipe, key = lowprec.recipes.get(method), jax.random.key(1)
-        dot, state = (lambda a, b, s: lowprec.dot_general(a, b, DENSE_DIMS, recipe=recipe, key=key)), ()
-    if mode == "fwd":
-        return jax.jit(lambda a, b, s: dot(a, b, s)), state
-    loss = lambda a, b, s: jnp.sum((dot(a, b, s) * ct).astype(jnp.float32))  # noqa: E731
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))), state
+from lowprec.bench.gemm import programs
+from lowprec.bench.timing import random_sets
 
 
 def device_ops(fn, args, reps):
@@ -55,16 +39,15 @@ def device_ops(fn, args, reps):
 def main():
     m, k, n = (int(v) for v in os.environ.get("SHAPE", "8192x8192x8192").split("x"))
     mode, top, reps = os.environ.get("MODE", "fwd_bwd"), int(os.environ.get("TOP", "14")), 5
-    ks = jax.random.split(jax.random.key(0), 3)
-    x, w = jax.random.normal(ks[0], (m, k), jnp.bfloat16), jax.random.normal(ks[1], (k, n), jnp.bfloat16)
-    ct = jax.random.normal(ks[2], (m, n), jnp.bfloat16)
+    (x, w, ct), = random_sets(jax.random.key(0), [(m, k), (k, n), (m, n)], n_sets=1)
     out = os.environ.get("OUT")
-    for method in os.environ.get("METHODS", "bf16,fp8_tensorwise_pow2,flax_fp8").split(","):
-        fn, state = make_fn(method, x, w, ct, mode)
-        ops, line_names = device_ops(fn, (x, w, state), reps)
+    for method in os.environ.get("METHODS", "lax_bf16,fp8_tensorwise_pow2,flax_fp8").split(","):
+        fn, prepare = programs(method, mode, jax.random.key(1))
+        fn, args = jax.jit(fn), prepare(x, w, ct)
+        ops, line_names = device_ops(fn, args, reps)
         if out:
             with open(f"{out}/hlo_{method}_{mode}.txt", "w") as f:
-                f.write(fn.lower(x, w, state).compile().as_text())
+                f.write(fn.lower(*args).compile().as_text())
         print(f"== {method} {mode} {m}x{k}x{n}: {sum(ops.values()):.3f} ms of device ops per call, {len(ops)} ops"
               f" (trace lines: {', '.join(line_names[:6])})")
         for name, ms in ops.most_common(top):

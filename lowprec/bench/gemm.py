@@ -2,14 +2,16 @@
 
 Every method computes the Dense product y[M,N] = x[M,K] @ w[K,N] from bf16 x and w:
 - fwd:     y alone; FLOPs counted 2·M·N·K.
-- fwd_bwd: jax.value_and_grad of sum(y·ct) with respect to x and w (and a peer's scale state),
-           ct a random bf16 cotangent: the forward, dgrad and wgrad GEMMs; FLOPs 6·M·N·K. The
-           value keeps the forward GEMM alive (jax.grad alone would let XLA drop it).
+- fwd_bwd: y and jax.vjp's gradients with respect to x and w (and a peer's scale state) for a
+           random bf16 cotangent ct, as a layer sees them in training: the forward, dgrad and
+           wgrad GEMMs; FLOPs 6·M·N·K. (Until 2026-11-23 the gradient of sum(y·ct) was timed; XLA
+           then fused that f32 product into the quantizers' dY pass: experiments/bench/NOTES.md.)
 Baselines: `lax_bf16` (lax.dot_general, bf16 out, f32 accumulation) and `lax_fp8_raw` (operands
 cast to e4m3, gradients to e5m2, once and outside the timing, each GEMM arranged with both
 operands contraction-major, f32 out: the FP8 tensor-core ceiling with no quantization cost).
 `fp8_gemms` counts `__cublas$lt$matmul$f8` calls in the compiled program: who really runs FP8.
 `rel_err` (fwd) is ||y - y_ref|| / ||y_ref|| against an f32-output bf16 product.
+Delayed-scaling recipes start from empty histories (scale 1) and return their updated state.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from lowprec import recipes
 from lowprec.bench.peers import DENSE_DIMS, PEERS
 from lowprec.bench.report import guarded
 from lowprec.bench.timing import random_sets, time_fn
+from lowprec.gemm.delayed import delayed_dot_general, init_state
 
 MODES = ("fwd", "fwd_bwd")
 FLOP_FACTOR = {"fwd": 2, "fwd_bwd": 6}
@@ -56,15 +59,18 @@ def parse_shapes(text: str) -> list[tuple[int, int, int]]:
     return shapes
 
 
-def _dense_programs(dot: Callable, init: Callable, mode: str, key) -> tuple[Callable, Callable]:
-    """(fn, prepare) for a dot(x, w, state) -> y: prepare(x, w, ct) gives fn's arguments."""
+def _dense_programs(dot: Callable, init: Callable, mode: str, key, aux: bool = False) -> tuple[Callable, Callable]:
+    """(fn, prepare) for a dot(x, w, state) -> y (or (y, new state) when `aux`, returned so its
+    updates are timed too): prepare(x, w, ct) gives fn's arguments."""
     if mode == "fwd":
         return (lambda x, w, ct, state: dot(x, w, state)), (lambda x, w, ct: (x, w, ct, init(x, w)))
 
-    def loss(x, w, state, ct):
-        return jnp.sum(dot(x, w, state).astype(jnp.float32) * ct.astype(jnp.float32))
+    def fwd_bwd(x, w, state, ct):
+        with_aux = dot if aux else (lambda x, w, state: (dot(x, w, state), ()))
+        y, vjp, new = jax.vjp(with_aux, x, w, state, has_aux=True)
+        return y, vjp(ct.astype(y.dtype)), new
 
-    return jax.value_and_grad(loss, argnums=(0, 1, 2)), (lambda x, w, ct: (x, w, init(x, w), ct))
+    return fwd_bwd, (lambda x, w, ct: (x, w, init(x, w), ct))
 
 
 def _raw_fp8_programs(mode: str) -> tuple[Callable, Callable]:
@@ -95,9 +101,16 @@ def programs(method: str, mode: str, key: jax.Array) -> tuple[Callable, Callable
         dot, init = PEERS[method]()
     else:
         recipe = recipes.get(method)
+        if recipe.delayed is not None:
+            return _dense_programs(_delayed_dot(recipe), lambda x, w: init_state(recipe), mode, key, aux=True)
         qdot = recipe.dot_general(key if recipe.needs_key else None)
         dot, init = (lambda x, w, state: qdot(x, w, DENSE_DIMS)), (lambda x, w: ())
     return _dense_programs(dot, init, mode, key)
+
+
+def _delayed_dot(recipe):
+    """dot(x, w, state) -> (y, state with the forward's histories), the backward's in the state gradient."""
+    return lambda x, w, state: delayed_dot_general(x, w, DENSE_DIMS, recipe=recipe, state=state)
 
 
 def check_methods(methods: Sequence[str]) -> None:
@@ -118,7 +131,7 @@ def _case(method: str, mode: str, shape, arg_sets, y_ref, key, reps: int) -> dic
            "fp8_gemms": compiled.as_text().count(FP8_GEMM), "spread": t.max_s / t.min_s, "compile_s": compile_s}
     if mode == "fwd":
         y = compiled(*prepared[0])
-        y = (y[0] if isinstance(y, list) else y).astype(jnp.float32)
+        y = (y[0] if isinstance(y, (list, tuple)) else y).astype(jnp.float32)  # raw fp8's GEMMs, delayed's state
         out["rel_err"] = float(jnp.linalg.norm(y - y_ref) / jnp.linalg.norm(y_ref))
     return out
 

@@ -85,12 +85,9 @@ def test_gemm_rows_baselines_recipes_and_peers(monkeypatch):
 
     monkeypatch.setitem(peers.PEERS, "absent_peer", absent)
     rows = []
-    gemm.run_gemm(rows.append, shapes=[(64, 128, 32)], methods=["lax_fp8_raw", "fp8_tensorwise", "nvfp4", "flax_fp8",
-                                                                 "absent_peer"], reps=1, key=jax.random.key(0))
-    assert [(r["mode"], r["method"]) for r in rows][:6] == [
-        ("fwd", "lax_bf16"), ("fwd", "lax_fp8_raw"), ("fwd", "fp8_tensorwise"), ("fwd", "nvfp4"), ("fwd", "flax_fp8"),
-        ("fwd", "absent_peer")]
-    assert len(rows) == 12
+    methods = ["lax_fp8_raw", "fp8_tensorwise", "fp8_delayed", "nvfp4", "flax_fp8", "absent_peer"]
+    gemm.run_gemm(rows.append, shapes=[(64, 128, 32)], methods=methods, reps=1, key=jax.random.key(0))
+    assert [(r["mode"], r["method"]) for r in rows] == [(mode, m) for mode in gemm.MODES for m in ["lax_bf16", *methods]]
     for r in rows:
         if r["method"] == "absent_peer":
             assert r["error"] == f"{NOT_INSTALLED} (nopkg)"
@@ -137,9 +134,9 @@ def test_recorder_rewrites_json_and_table_shows_errors(tmp_path):
 @pytest.mark.slow
 def test_train_rows_one_layer(tmp_path):  # batch 4: tests run on 4 CPU devices (conftest)
     rows = []
-    train.run_train(rows.append, models=["tiny"], recipe_names=["fp8_tensorwise"], batch=4, seq_len=16, steps=1,
-                    warmup=1, workdir=tmp_path, overrides=["model.n_layers=1"])
-    assert [r["recipe"] for r in rows] == ["bf16", "fp8_tensorwise"]
+    train.run_train(rows.append, models=["tiny"], recipe_names=["fp8_tensorwise", "fp8_delayed_pow2"], batch=4,
+                    seq_len=16, steps=1, warmup=1, workdir=tmp_path, overrides=["model.n_layers=1"])
+    assert [r["recipe"] for r in rows] == ["bf16", "fp8_tensorwise", "fp8_delayed_pow2"]
     for r in rows:
         assert "error" not in r, r
         assert _finite(r["step_ms"], r["tokens_per_s"], r["vs_bf16"], r["loss"]) and r["mfu_pct"] is None  # CPU: n/a
