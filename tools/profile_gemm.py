@@ -5,35 +5,13 @@ recipes and peers, traces `reps` calls with jax.profiler, and prints each progra
 time (ms per call, from the trace's "XLA Ops" line). SHAPE=MxKxN, METHODS=lax_bf16,fp8_tensorwise,...
 (the programs of `lowprec bench gemm`: baselines, recipes, peers), MODE=fwd_bwd|fwd, TOP=rows per program.
 """
-import collections
-import glob
 import os
-import tempfile
 
 import jax
-from jax.profiler import ProfileData
 
 from lowprec.bench.gemm import programs
+from lowprec.bench.profile import device_ops, print_ops
 from lowprec.bench.timing import random_sets
-
-
-def device_ops(fn, args, reps):
-    for _ in range(3):
-        jax.block_until_ready(fn(*args))
-    with tempfile.TemporaryDirectory() as d:
-        jax.profiler.start_trace(d)
-        for _ in range(reps):
-            jax.block_until_ready(fn(*args))
-        jax.profiler.stop_trace()
-        data = ProfileData.from_file(glob.glob(f"{d}/**/*.xplane.pb", recursive=True)[-1])
-    lines = [line for plane in data.planes if plane.name.startswith("/device:GPU") for line in plane.lines]
-    # HLO op names where the trace has them, else kernel names from the stream lines
-    chosen = [ln for ln in lines if ln.name == "XLA Ops"] or [ln for ln in lines if ln.name.startswith("Stream")]
-    per_op = collections.Counter()
-    for line in chosen:
-        for ev in line.events:
-            per_op[ev.name] += ev.duration_ns / 1e6 / reps
-    return per_op, sorted({ln.name for ln in lines})
 
 
 def main():
@@ -44,14 +22,11 @@ def main():
     for method in os.environ.get("METHODS", "lax_bf16,fp8_tensorwise_pow2,flax_fp8").split(","):
         fn, prepare = programs(method, mode, jax.random.key(1))
         fn, args = jax.jit(fn), prepare(x, w, ct)
-        ops, line_names = device_ops(fn, args, reps)
+        ops, line_names = device_ops(lambda i: fn(*args), reps)
         if out:
             with open(f"{out}/hlo_{method}_{mode}.txt", "w") as f:
                 f.write(fn.lower(*args).compile().as_text())
-        print(f"== {method} {mode} {m}x{k}x{n}: {sum(ops.values()):.3f} ms of device ops per call, {len(ops)} ops"
-              f" (trace lines: {', '.join(line_names[:6])})")
-        for name, ms in ops.most_common(top):
-            print(f"   {ms:7.3f} ms  {name}")
+        print_ops(f"{method} {mode} {m}x{k}x{n}", ops, line_names, top)
 
 
 if __name__ == "__main__":

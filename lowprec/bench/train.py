@@ -12,6 +12,7 @@ lowprec.bench.train_peers) run the bf16 case with the projections computed by a 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -42,12 +43,23 @@ def synthetic_corpus_for(workdir: Path, *, vocab_size: int, seq_len: int, batch:
     return out
 
 
-def _case(model: str, recipe: str, *, corpus: Path, batch: int, seq_len: int, steps: int, warmup: int,
-          overrides: Sequence[str], peer: str | None = None) -> dict:
+@dataclasses.dataclass
+class CompiledStep:
+    """A run's train step compiled ahead of time; `call(i)` runs step i on batch i % 2, threading
+    the donated state (i counts every call, so timing rounds of several calls fit)."""
+
+    cfg: object
+    run: object
+    executable: object  # jax.stages.Compiled
+    compile_s: float
+    call: Callable[[int], tuple]
+    metrics: Callable[[], dict]
+
+
+def compile_step(model: str, recipe: str, *, corpus: Path, batch: int, seq_len: int, overrides: Sequence[str] = (),
+                 peer: str | None = None) -> CompiledStep:
     from lowprec.bench.train_peers import plug
-    from lowprec.models import flops_per_token
     from lowprec.train.config import load_config
-    from lowprec.train.mfu import mfu
     from lowprec.train.setup import build
 
     cfg = load_config(overrides=[f"model={model}", f"model.seq_len={seq_len}", f"data.batch_size={batch}",
@@ -61,13 +73,23 @@ def _case(model: str, recipe: str, *, corpus: Path, batch: int, seq_len: int, st
     carry = {"state": run.state, "opt": run.opt_state, "metrics": None}
 
     def call(i):
-        # i counts every call, rounds of several calls per timed sample included (time_calls)
         carry["state"], carry["opt"], carry["metrics"] = step_fn(carry["state"], carry["opt"], batches[i % 2],
                                                                  jnp.asarray(i, jnp.int32))
         return carry["state"], carry["metrics"]
 
-    t = time_calls(call, reps=steps, warmup=warmup)
-    loss = float(carry["metrics"]["loss"])
+    return CompiledStep(cfg=cfg, run=run, executable=step_fn, compile_s=compile_s, call=call,
+                        metrics=lambda: carry["metrics"])
+
+
+def _case(model: str, recipe: str, *, corpus: Path, batch: int, seq_len: int, steps: int, warmup: int,
+          overrides: Sequence[str], peer: str | None = None) -> dict:
+    from lowprec.models import flops_per_token
+    from lowprec.train.mfu import mfu
+
+    step = compile_step(model, recipe, corpus=corpus, batch=batch, seq_len=seq_len, overrides=overrides, peer=peer)
+    cfg, run, compile_s = step.cfg, step.run, step.compile_s
+    t = time_calls(step.call, reps=steps, warmup=warmup)
+    loss = float(step.metrics()["loss"])
     if not math.isfinite(loss):
         raise RuntimeError(f"non-finite loss {loss} after {warmup + steps} steps")
     tokens_per_s = batch * seq_len / t.median_s

@@ -1,0 +1,48 @@
+"""Where a training step's time goes on the GPU: device time per HLO op of the compiled step.
+
+Builds the step as `lowprec bench train` does (synthetic corpus, the real jitted donated step),
+traces `reps` steps and prints the ops by device time, plus totals by op kind (GEMM kernels vs
+fusion kinds). MODEL=1b, RECIPES=bf16,fp8_tensorwise_pow2, BATCH=8, SEQ_LEN=2048, TOP=rows,
+SET="model.n_layers=4 ..." (extra overrides), OUT=dir for the compiled HLO text.
+"""
+import collections
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from lowprec.bench.profile import device_ops, print_ops
+from lowprec.bench.train import compile_step, synthetic_corpus_for
+from lowprec.models import load_model_config
+
+
+def kind(op: str) -> str:
+    """GEMM kernels (cuBLAS nvjet / Triton gemm fusions), attention kernels, else the fusion kind."""
+    if op.startswith(("nvjet", "cublas", "gemm_fusion")) or "gemm" in op:
+        return "gemm (qq/qr/rq: FP8 operands)" if re.search(r"_(qq|qr|rq)tst_", op) else "gemm bf16"
+    if "sdpa" in op or "fmha" in op or "cudnn" in op:
+        return "attention (cuDNN)"
+    return re.sub(r"[._]\d+$", "", op)
+
+
+def main():
+    model, batch, seq_len = os.environ.get("MODEL", "1b"), int(os.environ.get("BATCH", "8")), int(os.environ.get("SEQ_LEN", "2048"))
+    top, out, overrides = int(os.environ.get("TOP", "25")), os.environ.get("OUT"), os.environ.get("SET", "").split()
+    corpus = synthetic_corpus_for(Path(tempfile.mkdtemp()), vocab_size=load_model_config(model).vocab_size,
+                                  seq_len=seq_len, batch=batch)
+    for recipe in os.environ.get("RECIPES", "bf16,fp8_tensorwise_pow2").split(","):
+        step = compile_step(model, recipe, corpus=corpus, batch=batch, seq_len=seq_len, overrides=overrides)
+        if out:
+            Path(out, f"hlo_train_{recipe}.txt").write_text(step.executable.as_text())
+        ops, line_names = device_ops(step.call, reps=3)
+        kinds = collections.Counter()
+        for op, ms in ops.items():
+            kinds[kind(op)] += ms
+        print_ops(f"{recipe} {model} {' '.join(overrides)} B={batch} T={seq_len} (compile {step.compile_s:.0f} s)",
+                  ops, line_names, top)
+        for k, ms in kinds.most_common(10):
+            print(f"   kind {ms:7.3f} ms  {k}")
+
+
+if __name__ == "__main__":
+    main()
