@@ -135,10 +135,10 @@ class Recipe:
             raise ValueError("Recipe.fprop operands read the inputs: their source must be 'hp'")
         if self.delayed is not None:
             ops = [op for cfg in self.roles.values() for op in (cfg.lhs, cfg.rhs)]
-            if any(op.spec is None or op.spec.granularity != "tensor" or op.source != "hp" for op in ops) \
-                    or any(cfg.hadamard is not None for cfg in self.roles.values()) or self.estimator != "ste":
-                raise ValueError("Recipe.delayed needs per-tensor specs on every operand, hp sources, "
-                                 "no Hadamard and the ste estimator")
+            if any(op.spec is None or op.spec.granularity != "tensor" or op.source != "hp" or op.spec.rounding == "sr"
+                   for op in ops) or any(cfg.hadamard is not None for cfg in self.roles.values()) or self.estimator != "ste":
+                raise ValueError("Recipe.delayed needs per-tensor specs with deterministic rounding on every operand "
+                                 "(delayed_dot_general takes no key), hp sources, no Hadamard and the ste estimator")
 
     @property
     def roles(self) -> dict[str, GemmConfig]:

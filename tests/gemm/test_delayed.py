@@ -1,5 +1,7 @@
 """FP8 delayed scaling: explicit amax state, history updates, equivalence to current scaling on
 the first step, and the gradient history delivered as the state's cotangent."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,5 +102,9 @@ def test_state_is_jittable_and_errors():
         delayed_dot_general(X, W, DN, recipe=lowprec.recipes.get("fp8_tensorwise"), state=init_state(recipe))
     with pytest.raises(ValueError, match="per-tensor specs"):
         lowprec.recipes.get("mxfp8").replace(delayed=DelayedScaling())
+    g = recipe.dgrad
+    sr = dataclasses.replace(g, lhs=dataclasses.replace(g.lhs, spec=dataclasses.replace(g.lhs.spec, rounding="sr")))
+    with pytest.raises(ValueError, match="deterministic rounding"):
+        recipe.replace(dgrad=sr)
     with pytest.raises(ValueError, match="history must be >= 1"):
         DelayedScaling(history=0)
