@@ -11,7 +11,8 @@ cast to e4m3, gradients to e5m2, once and outside the timing, each GEMM arranged
 operands contraction-major, f32 out: the FP8 tensor-core ceiling with no quantization cost).
 `fp8_gemms` counts `__cublas$lt$matmul$f8` calls in the compiled program: who really runs FP8.
 `rel_err` (fwd) is ||y - y_ref|| / ||y_ref|| against an f32-output bf16 product.
-Delayed-scaling recipes start from empty histories (scale 1) and return their updated state.
+Delayed-scaling recipes start from empty histories (so each call scales as current scaling does, at
+the same cost) and return their updated state.
 """
 from __future__ import annotations
 
