@@ -19,7 +19,7 @@ from jax import lax
 
 from lowprec.gemm.config import GemmConfig, Recipe
 from lowprec.gemm.qgemm import (
-    matmul, prepare_operands, qgemm, quantize_operand, reusable_codes, role_key, rotate, transpose_codes,
+    matmul, prepare_operands, qgemm, quantize_operand_pair, reusable_codes, role_key, rotate,
 )
 from lowprec.numerics.formats import IntFormat
 from lowprec.numerics.quantize import QArray, dequantize, element_scale, tensor_amax
@@ -87,9 +87,13 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
     return qdot(l, r, key, None, recipe, out_dtype, precision).reshape(out_shape)
 
 
-def _fprop(l, r, key, amax, recipe: Recipe, out_dtype, precision):
-    a, b, qa, qb = prepare_operands(l, r, recipe.fprop, key, "fprop", (amax[0], amax[1]) if amax is not None else (None, None))
-    return matmul(qa, qb, recipe.fprop, precision, out_dtype), a, b, qa, qb
+def _fprop(l, r, key, amax, recipe: Recipe, out_dtype, precision, backward: bool):
+    """(y, rotated l, rotated r, quantized l, quantized r, l's codes transposed, r's codes transposed):
+    when a `backward` follows, the transposed codes its GEMMs reuse are written here, with the forward's."""
+    reuse_w, reuse_x, _ = _reuse(recipe) if backward else (False, False, False)
+    amaxes = (amax[0], amax[1]) if amax is not None else (None, None)
+    a, b, qa, qb, ta, tb = prepare_operands(l, r, recipe.fprop, key, "fprop", amaxes, (reuse_x, reuse_w))
+    return matmul(qa, qb, recipe.fprop, precision, out_dtype), a, b, qa, qb, ta, tb
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
@@ -101,7 +105,7 @@ def qdot(l, r, key, amax, recipe, out_dtype, precision):
     own). Their cotangent is (0, 0, the output gradient's own amax): how the backward hands that
     amax to its history.
     """
-    return _fprop(l, r, key, amax, recipe, out_dtype, precision)[0]
+    return _fprop(l, r, key, amax, recipe, out_dtype, precision, backward=False)[0]
 
 
 def _keep_mask(x, q, estimator: str):
@@ -125,14 +129,14 @@ def _reuse(recipe: Recipe) -> tuple[bool, bool, bool]:
 
 
 def _qdot_fwd(l, r, key, amax, recipe, out_dtype, precision):
-    y, a, b, qa, qb = _fprop(l, r, key, amax, recipe, out_dtype, precision)
+    y, a, b, qa, qb, x_t, w_t = _fprop(l, r, key, amax, recipe, out_dtype, precision, backward=True)
     masks = None
     if recipe.estimator != "ste":
         masks = (_keep_mask(a.astype(jnp.float32), qa, recipe.estimator),
                  _keep_mask(b.astype(jnp.float32), qb, recipe.estimator))
     reuse_w, reuse_x, _ = _reuse(recipe)
-    saved_q = (qa if recipe.wgrad.rhs.source == "fwd_q" or reuse_x else None,
-               qb if recipe.dgrad.rhs.source == "fwd_q" or reuse_w else None)
+    saved_q = (x_t if reuse_x else qa if recipe.wgrad.rhs.source == "fwd_q" else None,
+               w_t if reuse_w else qb if recipe.dgrad.rhs.source == "fwd_q" else None)
     # high-precision originals only where a backward GEMM re-quantizes them (else an empty stand-in)
     keep = lambda x, reused: x[..., :0] if reused else x  # noqa: E731
     return y, (keep(l, reuse_x), keep(r, reuse_w), key, amax, saved_q, masks)
@@ -143,18 +147,14 @@ def _qdot_bwd(recipe, out_dtype, precision, res, g):
     ref_x, ref_w, ref_g = amax if amax is not None else (None, None, None)
     fcfg: GemmConfig = recipe.fprop
     reuse_w, reuse_x, share_dy = _reuse(recipe)
-    # Backward operands: the high-precision originals, the forward-quantized (rotated) tensors, or
-    # the forward's per-tensor codes transposed.
-    if reuse_w:
-        w_t = transpose_codes(qb)
+    # Backward operands: the forward's transposed per-tensor codes (reuse), or a transpose of the
+    # forward-quantized (rotated) tensor or of the high-precision original.
+    w_t = qb if reuse_w else jnp.swapaxes(dequantize(qb, l.dtype) if qb is not None else r, -1, -2)
+    x_t = qa if reuse_x else jnp.swapaxes(dequantize(qa, r.dtype) if qa is not None else l, -1, -2)
+    if share_dy:
+        g_d, g_w = quantize_operand_pair(g, recipe.dgrad.lhs.spec, ref_g)
     else:
-        w_t = jnp.swapaxes(dequantize(qb, l.dtype) if qb is not None else r, -1, -2)
-    if reuse_x:
-        x_t = transpose_codes(qa)
-    else:
-        x_t = jnp.swapaxes(dequantize(qa, r.dtype) if qa is not None else l, -1, -2)
-    g_d = quantize_operand(g, recipe.dgrad.lhs.spec, key, "dgrad", "lhs", ref_g) if share_dy else g
-    g_w = transpose_codes(g_d) if share_dy else jnp.swapaxes(g, -1, -2)
+        g_d, g_w = g, jnp.swapaxes(g, -1, -2)
     # gradients that need no further masking or rotation come out in their operand's dtype directly
     direct = masks is None and fcfg.hadamard is None
     g_l = qgemm(g_d, w_t, recipe.dgrad, key, "dgrad", precision, l.dtype if direct else jnp.float32, (ref_g, ref_w))

@@ -17,16 +17,13 @@ Execution paths (same numerics, chosen statically per GEMM):
 """
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from lowprec.gemm.config import GemmConfig
 from lowprec.numerics.formats import FloatFormat
-from lowprec.numerics.quantize import QArray, quantize, split_scales, tensor_amax
-from lowprec.numerics.scales import POW2_RULES
+from lowprec.numerics.quantize import QArray, pow2_outer, quantize, quantize_pair, split_scales, tensor_amax
 from lowprec.numerics.spec import QuantSpec
 from lowprec.transforms.hadamard import apply_hadamard
 
@@ -53,11 +50,6 @@ def fp8_eligible(spec: QuantSpec | None) -> bool:
             and jnp.dtype(spec.element.storage_dtype) in _FP8)
 
 
-def pow2_outer(spec: QuantSpec) -> bool:
-    """Whether the factors split_scales puts outside the K sum are always powers of two."""
-    return spec.scale_rule in POW2_RULES and spec.headroom == 1.0 and spec.scale_format in ("fp32", "bf16", "e8m0")
-
-
 def bf16_exact(spec: QuantSpec) -> bool:
     """Whether code x (scales varying along the contraction) is always exact in bf16 (8 bits)."""
     fmt = spec.element
@@ -73,15 +65,6 @@ def reusable_codes(spec: QuantSpec | None, other: QuantSpec | None) -> bool:
     return spec is not None and spec == other and spec.granularity == "tensor" and spec.rounding != "sr"
 
 
-def transpose_codes(q: QArray) -> QArray:
-    """A per-tensor QArray of the last-two-axes transpose, by moving its codes (no re-quantization)."""
-    if q.layout.granularity != "tensor":
-        raise ValueError("only per-tensor codes can be transposed without re-quantization")
-    swap = lambda shape: shape[:-2] + (shape[-1], shape[-2])  # noqa: E731
-    layout = dataclasses.replace(q.layout, shape=swap(q.layout.shape), padded=swap(q.layout.padded))
-    return dataclasses.replace(q, data=jnp.swapaxes(q.data, -1, -2), layout=layout)
-
-
 def rotate(x, cfg: GemmConfig, key, role: str):
     """The GEMM's Hadamard along the contraction axis (identity when it has none)."""
     if cfg.hadamard is None:
@@ -90,15 +73,24 @@ def rotate(x, cfg: GemmConfig, key, role: str):
     return apply_hadamard(x, cfg.hadamard, axis=-1, key=k)
 
 
+def _resolve_amax(x, amax):
+    """A recorded per-tensor amax, or x's own where none was recorded (non-positive); None stays None."""
+    return None if amax is None else jnp.where(amax > 0, amax, tensor_amax(x))
+
+
 def quantize_operand(x, spec: QuantSpec | None, key, role: str, slot: str, amax=None):
     """x quantized along its last axis. `amax`: a recorded per-tensor amax (delayed scaling); a
     non-positive one means nothing was recorded yet and x's own amax is used."""
     if spec is None or isinstance(x, QArray):  # already quantized (codes reused from another GEMM)
         return x
     k = role_key(key, role, slot) if spec.rounding == "sr" else None
-    if amax is not None:
-        amax = jnp.where(amax > 0, amax, tensor_amax(x))
-    return quantize(x, spec, key=k, axis=-1, amax=amax)
+    return quantize(x, spec, key=k, axis=-1, amax=_resolve_amax(x, amax))
+
+
+def quantize_operand_pair(x, spec: QuantSpec, amax=None, stored_transposed=False) -> tuple[QArray, QArray]:
+    """x's per-tensor codes and the same codes transposed, for a backward GEMM that reuses them
+    (`reusable_codes`); `amax` as in quantize_operand, `stored_transposed` as in quantize_pair."""
+    return quantize_pair(x, spec, amax=_resolve_amax(x, amax), stored_transposed=stored_transposed)
 
 
 def matmul(a, b, cfg: GemmConfig, precision=None, out_dtype=jnp.float32) -> jax.Array:
@@ -138,18 +130,24 @@ def _scale_output(out, outer_a, outer_b, dtype):
     return out * outer_a.astype(dtype) * outer_b.astype(dtype)
 
 
-def prepare_operands(a, b, cfg: GemmConfig, key, role: str, amax=(None, None)):
-    """(rotated a, rotated b, quantized a, quantized b) as `cfg` says. An operand given as a QArray
-    is used as it is (its GEMM must have no Hadamard); `amax`: recorded amaxes (a, b) or Nones."""
+def prepare_operands(a, b, cfg: GemmConfig, key, role: str, amax=(None, None), pairs=(False, False)):
+    """(rotated a, rotated b, quantized a, quantized b, a's codes transposed, b's codes transposed) as
+    `cfg` says. An operand given as a QArray is used as it is (its GEMM must have no Hadamard);
+    `amax`: recorded amaxes (a, b) or Nones; `pairs`: which operands' codes a backward GEMM reuses
+    transposed (the others' transposed entry is None)."""
     if cfg.hadamard is not None:
         if isinstance(a, QArray) or isinstance(b, QArray):
             raise ValueError("pre-quantized operands cannot be rotated")
         a, b = rotate(a, cfg, key, role), rotate(b, cfg, key, role)
-    return (a, b, quantize_operand(a, cfg.lhs.spec, key, role, "lhs", amax[0]),
-            quantize_operand(b, cfg.rhs.spec, key, role, "rhs", amax[1]))
+    qa, ta = quantize_operand_pair(a, cfg.lhs.spec, amax[0]) if pairs[0] else (
+        quantize_operand(a, cfg.lhs.spec, key, role, "lhs", amax[0]), None)
+    # weights are usually stored [K, N] (Flax's kernel), so b = Wᵀ: let the fused cast read W as stored
+    qb, tb = quantize_operand_pair(b, cfg.rhs.spec, amax[1], stored_transposed=True) if pairs[1] else (
+        quantize_operand(b, cfg.rhs.spec, key, role, "rhs", amax[1]), None)
+    return a, b, qa, qb, ta, tb
 
 
 def qgemm(a, b, cfg: GemmConfig, key, role: str, precision=None, out_dtype=jnp.float32, amax=(None, None)) -> jax.Array:
     """Rotate, quantize and multiply both operands as `cfg` says; [B,P,Q] out in out_dtype."""
-    _, _, qa, qb = prepare_operands(a, b, cfg, key, role, amax)
+    _, _, qa, qb, _, _ = prepare_operands(a, b, cfg, key, role, amax)
     return matmul(qa, qb, cfg, precision, out_dtype)

@@ -15,9 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lowprec.numerics import fused
 from lowprec.numerics.formats import IntFormat, get_format
 from lowprec.numerics.rounding import round_finite
-from lowprec.numerics.scales import cast_scale, rule_scale, scale_storage_dtype
+from lowprec.numerics.scales import POW2_RULES, cast_scale, rule_scale, scale_storage_dtype
 from lowprec.numerics.spec import QuantSpec
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -231,6 +232,52 @@ def _quantize(x, key, amax, spec: QuantSpec, layout: _Layout) -> QArray:
     data = layout.crop(layout.ungroup(codes)).astype(fmt.storage_dtype)
     scale = layout.compact_scale(s).astype(scale_storage_dtype(spec.scale_format))
     return QArray(data=data, scale=scale, global_scale=s_dec, spec=spec, layout=layout, dtype=x.dtype)
+
+
+def pow2_outer(spec: QuantSpec) -> bool:
+    """Whether the factors split_scales puts outside the K sum are always powers of two."""
+    return spec.scale_rule in POW2_RULES and spec.headroom == 1.0 and spec.scale_format in ("fp32", "bf16", "e8m0")
+
+
+def transpose_codes(q: QArray, data_t: jax.Array | None = None) -> QArray:
+    """A per-tensor QArray of the last-two-axes transpose, by moving its codes (no re-quantization);
+    data_t: those codes already transposed (written by a fused pass)."""
+    if q.layout.granularity != "tensor":
+        raise ValueError("only per-tensor codes can be transposed without re-quantization")
+    swap = lambda shape: shape[:-2] + (shape[-1], shape[-2])  # noqa: E731
+    layout = dataclasses.replace(q.layout, shape=swap(q.layout.shape), padded=swap(q.layout.padded))
+    return dataclasses.replace(q, data=jnp.swapaxes(q.data, -1, -2) if data_t is None else data_t, layout=layout)
+
+
+def quantize_pair(x: jax.Array, spec: QuantSpec, *, amax: jax.Array | None = None,
+                  stored_transposed: bool = False) -> tuple[QArray, QArray]:
+    """(quantize(x, spec), the same codes with the last two axes swapped), for a per-tensor spec with
+    deterministic rounding (its scale does not depend on the layout): the operands of a forward and a
+    backward GEMM. With power-of-two scales onto an FP8 dtype both layouts come from one pass over x
+    (`fused.cast_transpose`, a Pallas kernel on GPUs); same bits either way.
+
+    stored_transposed: x is a transpose of an array stored the other way (a [K, N] weight seen as
+    [N, K]); the fused pass then reads the stored layout, so Wᵀ is never materialized.
+    """
+    if isinstance(spec, QuantSpec) and (spec.granularity != "tensor" or spec.rounding == "sr"):
+        raise ValueError(f"quantize_pair needs a per-tensor spec with deterministic rounding, got {spec.describe()!r}")
+    _check(spec, None, "quantize_pair")
+    x = jnp.asarray(x)
+    fmt = spec.element
+    if not (x.ndim >= 2 and pow2_outer(spec) and fused.writes(fmt)):
+        q = quantize(x, spec, amax=amax)
+        return q, transpose_codes(q)
+    layout = _layout(x.shape, spec, -1, None)
+    _, s, _ = _scales(x.astype(jnp.float32), tuple(range(x.ndim)), spec, amax)
+    s = s.reshape(())
+    mult = jnp.stack([1.0 / jnp.where(s > 0, s, 1.0), jnp.isfinite(s).astype(jnp.float32)])  # 1/s is exact
+    if stored_transposed:  # XLA cancels the two transposes
+        data_t, data = fused.cast_transpose(jnp.swapaxes(x, -1, -2), mult, fmt)
+    else:
+        data, data_t = fused.cast_transpose(x, mult, fmt)
+    q = QArray(data=data, scale=s.astype(scale_storage_dtype(spec.scale_format)), global_scale=None,
+               spec=spec, layout=layout, dtype=x.dtype)
+    return q, transpose_codes(q, data_t)
 
 
 def split_scales(q: QArray) -> tuple[jax.Array, jax.Array]:

@@ -292,3 +292,7 @@ def test_fp8_tensorwise_compiles_to_cublaslt_fp8_on_gpu(name, out_type):
     assert len(calls) == 3
     # power-of-two scales: cuBLASLt writes bf16 with the scales folded in; others write f32
     assert [c.split(" = (")[1].split("[")[0] for c in calls] == [out_type] * 3
+    # power-of-two scales: X, W and dY each cast once into both layouts by the fused Pallas kernel
+    assert hlo.count("__gpu$xla.gpu.triton") == (3 if out_type == "bf16" else 0)
+    fwd = jax.jit(lambda a, b: lowprec.dot_general(a, b, dn, recipe=recipe)).lower(*args).compile().as_text()
+    assert fwd.count("__gpu$xla.gpu.triton") == 0  # inference writes no transposed codes

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import lowprec
-from lowprec.gemm.qgemm import bf16_exact, fp8_eligible, reusable_codes, transpose_codes
-from lowprec.numerics.quantize import quantize
+from lowprec.gemm.qgemm import bf16_exact, fp8_eligible, reusable_codes
+from lowprec.numerics.quantize import quantize, transpose_codes
 
 
 def test_path_predicates():
