@@ -11,15 +11,17 @@ import re
 import tempfile
 from pathlib import Path
 
+from lowprec.bench.hlo import fp8_fusions
 from lowprec.bench.profile import device_ops, print_ops
 from lowprec.bench.train import compile_step, synthetic_corpus_for
 from lowprec.models import load_model_config
 
 
-def kind(op: str) -> str:
-    """GEMM kernels (cuBLAS nvjet / Triton gemm fusions), attention kernels, else the fusion kind."""
+def kind(op: str, fp8: set[str]) -> str:
+    """GEMM kernels (cuBLAS nvjet / Triton gemm fusions; `fp8`: the fusions on FP8 operands), attention
+    kernels, else the fusion kind."""
     if op.startswith(("nvjet", "cublas", "gemm_fusion")) or "gemm" in op:
-        return "gemm (qq/qr/rq: FP8 operands)" if re.search(r"_(qq|qr|rq)tst_", op) else "gemm bf16"
+        return "gemm (FP8 operands)" if op in fp8 or re.search(r"_(qq|qr|rq)tst_", op) else "gemm bf16"
     if "sdpa" in op or "fmha" in op or "cudnn" in op:
         return "attention (cuDNN)"
     return re.sub(r"[._]\d+$", "", op)
@@ -35,9 +37,9 @@ def main():
         if out:
             Path(out, f"hlo_train_{recipe}.txt").write_text(step.executable.as_text())
         ops, line_names = device_ops(step.call, reps=3)
-        kinds = collections.Counter()
+        fp8, kinds = fp8_fusions(step.executable.as_text()), collections.Counter()
         for op, ms in ops.items():
-            kinds[kind(op)] += ms
+            kinds[kind(op, fp8)] += ms
         print_ops(f"{recipe} {model} {' '.join(overrides)} B={batch} T={seq_len} (compile {step.compile_s:.0f} s)",
                   ops, line_names, top)
         for k, ms in kinds.most_common(10):

@@ -9,7 +9,8 @@ Every method computes the Dense product y[M,N] = x[M,K] @ w[K,N] from bf16 x and
 Baselines: `lax_bf16` (lax.dot_general, bf16 out, f32 accumulation) and `lax_fp8_raw` (operands
 cast to e4m3, gradients to e5m2, once and outside the timing, each GEMM arranged with both
 operands contraction-major, f32 out: the FP8 tensor-core ceiling with no quantization cost).
-`fp8_gemms` counts `__cublas$lt$matmul$f8` calls in the compiled program: who really runs FP8.
+`fp8_gemms` counts the compiled program's GEMMs on FP8 operands (cuBLASLt FP8 calls and Triton GEMM
+fusions, `lowprec.bench.hlo`): who really runs FP8.
 `rel_err` (fwd) is ||y - y_ref|| / ||y_ref|| against an f32-output bf16 product.
 Delayed-scaling recipes start from empty histories (so each call scales as current scaling does, at
 the same cost) and return their updated state.
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from lowprec import recipes
+from lowprec.bench.hlo import count_fp8_gemms
 from lowprec.bench.peers import DENSE_DIMS, PEERS
 from lowprec.bench.report import guarded
 from lowprec.bench.timing import random_sets, time_fn
@@ -32,7 +34,6 @@ from lowprec.gemm.delayed import delayed_dot_general, init_state
 MODES = ("fwd", "fwd_bwd")
 FLOP_FACTOR = {"fwd": 2, "fwd_bwd": 6}
 BASELINES = ("lax_bf16", "lax_fp8_raw")
-FP8_GEMM = "__cublas$lt$matmul$f8"
 DEFAULT_SHAPES = ((8192, 8192, 8192), (16384, 1024, 4096), (16384, 2048, 8192), (16384, 4096, 4096),
                   (16384, 8192, 8192))
 SMALL_SHAPES = ((256, 256, 256), (512, 128, 256))
@@ -129,7 +130,7 @@ def _case(method: str, mode: str, shape, arg_sets, y_ref, key, reps: int) -> dic
     compile_s = time.perf_counter() - t0
     t = time_fn(compiled, prepared, reps=reps)
     out = {"ms": 1e3 * t.median_s, "tflops": FLOP_FACTOR[mode] * m * n * k / t.median_s / 1e12,
-           "fp8_gemms": compiled.as_text().count(FP8_GEMM), "spread": t.max_s / t.min_s, "compile_s": compile_s}
+           "fp8_gemms": count_fp8_gemms(compiled.as_text()), "spread": t.max_s / t.min_s, "compile_s": compile_s}
     if mode == "fwd":
         y = compiled(*prepared[0])
         y = (y[0] if isinstance(y, (list, tuple)) else y).astype(jnp.float32)  # raw fp8's GEMMs, delayed's state
