@@ -91,9 +91,9 @@ def cast_transpose(x: jax.Array, mult: jax.Array, fmt: FloatFormat, *, interpret
     rounded to nearest even in fmt's native FP8 dtype; all zeros when mult[1] == 0 (a non-finite
     tensor). mult: float32 [2] = (exact reciprocal of the scale, finite flag).
 
-    The Pallas kernel runs on a single CUDA device when the tiles divide the last two axes and this
-    JAX has Pallas's Triton backend (or anywhere with interpret=True, for tests); otherwise XLA
-    computes the same bits.
+    The Pallas kernel runs when the process sees one CUDA device, the tiles divide the last two axes
+    and this JAX has Pallas's Triton backend (or anywhere with interpret=True, for tests); otherwise
+    XLA computes the same bits.
     """
     if not writes(fmt):
         raise ValueError(f"cast_transpose writes E4M3 or E5M2 codes, not format {fmt.name!r}")
@@ -101,7 +101,7 @@ def cast_transpose(x: jax.Array, mult: jax.Array, fmt: FloatFormat, *, interpret
     x3 = x.reshape((-1,) + x.shape[-2:])
     # A Pallas call has no sharding rule: in a program over several devices XLA's partitioner would
     # gather the whole tensor onto each one (measured: a 2-GPU data-parallel step at 0.51x of one
-    # GPU's tokens/s), so the kernel runs in single-device programs only.
+    # GPU's tokens/s), so the kernel runs only where the process sees one device.
     if tile(x.shape) is None or (not interpret and (_triton() is None or jax.device_count() > 1)):
         q, qt = _xla(x3, mult, fmt)
     elif interpret:
