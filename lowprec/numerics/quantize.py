@@ -269,7 +269,7 @@ def quantize_pair(x: jax.Array, spec: QuantSpec, *, amax: jax.Array | None = Non
         return q, transpose_codes(q)
     layout = _layout(x.shape, spec, -1, None)
     _, s, _ = _scales(x.astype(jnp.float32), tuple(range(x.ndim)), spec, amax)
-    s = s.reshape(())
+    s = layout.compact_scale(s)
     mult = jnp.stack([1.0 / jnp.where(s > 0, s, 1.0), jnp.isfinite(s).astype(jnp.float32)])  # 1/s is exact
     if stored_transposed:  # XLA cancels the two transposes
         data_t, data = fused.cast_transpose(jnp.swapaxes(x, -1, -2), mult, fmt)
