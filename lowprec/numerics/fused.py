@@ -21,6 +21,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from lowprec.numerics.formats import FloatFormat
+from lowprec.numerics.rounding import round_finite
 
 # Square tiles (rows = columns, so both layouts' stores are equally contiguous) and warps per program:
 # the largest that divides both axes. On an H100 both run at copy speed on large tensors (2026-11-23);
@@ -48,8 +49,7 @@ def tile(shape: tuple[int, ...]) -> tuple[int, int] | None:
 
 
 def _xla(x, mult, fmt: FloatFormat):
-    y = jnp.clip(x.astype(jnp.float32) * mult[0], -fmt.max_value, fmt.max_value)
-    q = jnp.where(mult[1] > 0, y, 0.0).astype(fmt.native_dtype)
+    q = jnp.where(mult[1] > 0, round_finite(x.astype(jnp.float32) * mult[0], fmt), 0.0).astype(fmt.native_dtype)
     return q, jnp.swapaxes(q, -1, -2)
 
 
