@@ -100,3 +100,40 @@ def test_quantize_pair_runs_the_kernel_on_gpu():
         ref = quantize(x, spec)
         _assert_same_qarray(q, ref)
         _assert_same_qarray(qt, transpose_codes(ref))
+
+
+@pytest.mark.parametrize("interpret", [True, False])
+@pytest.mark.parametrize("spec", [("data", None, None), (None, "data", None), (None, None, "data"),
+                                  (None, "data", "model")])
+def test_sharded_cast_runs_per_shard(interpret, spec):
+    """Each device casts its own shard (no gather): the codes keep x's sharding and the transposed
+    codes swap the last two axes'; the bits are the unsharded reference's."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    mesh = Mesh(np.asarray(jax.devices()[:4]).reshape(2, 2), ("data", "model"))
+    x = jax.device_put(_data((2, 256, 128), seed=3), NamedSharding(mesh, P(*spec)))
+    mult = jnp.array([2.0**-2, 1.0], jnp.float32)
+    fn = jax.jit(lambda v, m: fused.cast_transpose(v, m, get_format("e4m3"), interpret=interpret))
+    hlo = fn.lower(x, mult).compile().as_text()
+    assert "all-gather" not in hlo and "all-to-all" not in hlo and "collective-permute" not in hlo
+    q, qt = fn(x, mult)
+    ref, ref_t = _reference(x, np.asarray(mult), "e4m3")
+    np.testing.assert_array_equal(_bits(q), _bits(ref))
+    np.testing.assert_array_equal(_bits(qt), _bits(ref_t))
+    assert q.sharding.is_equivalent_to(NamedSharding(mesh, P(*spec)), 3)
+    assert qt.sharding.is_equivalent_to(NamedSharding(mesh, P(spec[0], spec[2], spec[1])), 3)
+
+
+@pytest.mark.gpu
+def test_sharded_cast_runs_the_kernel_on_each_gpu():
+    if jax.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    mesh = Mesh(np.asarray(jax.devices()[:2]), ("data",))
+    x = jax.device_put(_data((1, 1024, 768), seed=4), NamedSharding(mesh, P(None, "data")))
+    fn = jax.jit(lambda v: quantize_pair(v, POW2))
+    hlo = fn.lower(x).compile().as_text()
+    assert hlo.count("__gpu$xla.gpu.triton") == 1 and "all-gather" not in hlo
+    q, qt = fn(x)
+    ref = quantize(x, POW2)
+    _assert_same_qarray(q, ref)
+    _assert_same_qarray(qt, transpose_codes(ref))
