@@ -8,8 +8,10 @@ and stores the codes and their transpose: 2 bytes read and 2 written per element
 
 Same bits as `quantize` by construction: it multiplies by the exact reciprocal of a power-of-two
 scale (x·(1/s) == x/s) and uses the same saturating RNE cast. Other backends, and shapes the tiles
-do not divide, take XLA's path (`lax.platform_dependent` picks at lowering time). JAX 0.11 warns that
-Pallas's Triton backend is deprecated (in favour of Mosaic GPU); where it is gone, XLA's path runs.
+do not divide, take XLA's path (`lax.platform_dependent` picks at lowering time). In programs over
+several devices (data parallel, FSDP) a `custom_partitioning` rule lets each device cast its own shard.
+JAX 0.11 warns that Pallas's Triton backend is deprecated (in favour of Mosaic GPU); where it is gone,
+XLA's path runs.
 """
 from __future__ import annotations
 
