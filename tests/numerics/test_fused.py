@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import lowprec
 from lowprec.numerics import fused
@@ -117,7 +118,6 @@ def partitioner(request):
 def test_sharded_cast_runs_per_shard(interpret, spec, partitioner):
     """Each device casts its own shard (no gather): the codes keep x's sharding and the transposed
     codes swap the last two axes'; the bits are the unsharded reference's."""
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     mesh = Mesh(np.asarray(jax.devices()[:4]).reshape(2, 2), ("data", "model"))
     x = jax.device_put(_data((2, 256, 128), seed=3), NamedSharding(mesh, P(*spec)))
     mult = jnp.array([2.0**-2, 1.0], jnp.float32)
@@ -136,7 +136,6 @@ def test_sharded_cast_runs_per_shard(interpret, spec, partitioner):
 def test_sharded_cast_runs_the_kernel_on_each_gpu():
     if jax.device_count() < 2:
         pytest.skip("needs two GPUs")
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     mesh = Mesh(np.asarray(jax.devices()[:2]), ("data",))
     x = jax.device_put(_data((1, 1024, 768), seed=4), NamedSharding(mesh, P(None, "data")))
     fn = jax.jit(lambda v: quantize_pair(v, POW2))
