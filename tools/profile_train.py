@@ -3,7 +3,8 @@
 Builds the step as `lowprec bench train` does (synthetic corpus, the real jitted donated step),
 traces `reps` steps and prints the ops by device time, plus totals by op kind (GEMM kernels vs
 fusion kinds). MODEL=1b, RECIPES=bf16,fp8_tensorwise_pow2, BATCH=8, SEQ_LEN=2048, TOP=rows,
-SET="model.n_layers=4 ..." (extra overrides), OUT=dir for the compiled HLO text.
+SET="model.n_layers=4 ..." (extra overrides), OUT=dir for the compiled HLO text. A step that spans
+several devices (SET="mesh.data=2") also prints where its all-reduces sit among its kernels.
 """
 import collections
 import os
@@ -11,7 +12,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from lowprec.bench.hlo import fp8_fusions
+from lowprec.bench.hlo import collective_schedule, fp8_fusions
 from lowprec.bench.profile import device_ops, print_ops
 from lowprec.bench.train import compile_step, synthetic_corpus_for
 from lowprec.models import load_model_config
@@ -44,6 +45,8 @@ def main():
                   ops, line_names, top)
         for k, ms in kinds.most_common(10):
             print(f"   kind {ms:7.3f} ms  {k}")
+        if step.run.mesh.size > 1:
+            print("   schedule:", collective_schedule(step.executable.as_text()).summary())
 
 
 if __name__ == "__main__":

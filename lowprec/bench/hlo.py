@@ -1,4 +1,5 @@
-"""What a compiled program really runs, read from its optimized HLO text: which GEMMs take FP8 operands.
+"""What a compiled program really runs, read from its optimized HLO text: which GEMMs take FP8
+operands, and where a multi-device program's all-reduces sit among its kernels.
 
 XLA runs an FP8 dot either as a cuBLASLt custom call (`__cublas$lt$matmul$f8`) or, when its autotuner
 finds it faster, as a Triton GEMM fusion (`gemm_fusion_dot...`) whose dot reads the FP8 operands
@@ -6,7 +7,9 @@ directly (seen on the H100 for some wgrad shapes, 2026-11-23). Both run on FP8 t
 """
 from __future__ import annotations
 
+import dataclasses
 import re
+import statistics
 
 CUBLASLT_FP8 = "__cublas$lt$matmul$f8"
 _DOT = re.compile(r" dot\((%[^,()]+), (%[^,()]+)\)")
@@ -44,3 +47,84 @@ def count_fp8_gemms(hlo: str) -> int:
     """cuBLASLt FP8 calls plus Triton GEMM fusions on FP8 operands."""
     calls = sum(1 for line in hlo.splitlines() if f'custom_call_target="{CUBLASLT_FP8}"' in line)
     return calls + len(fp8_fusions(hlo))
+
+
+_BYTES = {"pred": 1, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2,
+          "f32": 4, "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
+_ARRAY = re.compile(r"\b(" + "|".join(sorted(_BYTES, key=len, reverse=True)) + r")\[([\d,]*)\]")
+_INSTR = re.compile(r"^(?:ROOT )?%?([\w.\-]+) = (.+?) ([a-z][\w\-]*)\((.*)$")
+_GEMM = re.compile(r'custom_call_target="[^"]*(?:gemm|matmul)|^(?:ROOT )?%?(?:gemm_fusion|triton_gemm)')
+
+
+def _nbytes(shape: str) -> int:
+    """Bytes of the arrays in a shape (a tuple's elements summed)."""
+    total = 0
+    for dtype, dims in _ARRAY.findall(shape):
+        n = 1
+        for d in filter(None, dims.split(",")):
+            n *= int(d)
+        total += n * _BYTES[dtype]
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class AllReduce:
+    """One all-reduce of the entry computation. `start` and `done` count the kernels launched before it
+    starts and before the program waits for it (equal for a synchronous all-reduce)."""
+
+    name: str
+    nbytes: int
+    start: int
+    done: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectiveSchedule:
+    """Where a scheduled program's all-reduces run among the kernels (fusions and custom calls) of its
+    entry computation, in launch order; `last_gemm` counts the kernels before the last GEMM."""
+
+    all_reduces: tuple[AllReduce, ...]
+    kernels: int
+    last_gemm: int | None
+
+    def summary(self, min_bytes: int = 1024) -> str:
+        big = [a for a in self.all_reduces if a.nbytes >= min_bytes]
+        small = [a for a in self.all_reduces if a.nbytes < min_bytes]
+        text = f"{len(small)} all-reduces under {min_bytes} B ({sum(a.start == a.done for a in small)} synchronous)"
+        if big:
+            spans = [a.done - a.start for a in big]
+            text = (f"{len(big)} all-reduces of >= {min_bytes} B ({sum(a.nbytes for a in big) / 1e6:.0f} MB): first "
+                    f"starts after kernel {min(a.start for a in big)} of {self.kernels} (last GEMM: kernel "
+                    f"{self.last_gemm}), {sum(a.start < (self.last_gemm or 0) for a in big)} start before the last "
+                    f"GEMM, median {statistics.median(spans):g} kernels between start and done; " + text)
+        return text
+
+
+def collective_schedule(hlo: str) -> CollectiveSchedule:
+    """Read the all-reduces' places from a scheduled module's text (a compiled executable's `as_text()`).
+    An async all-reduce's bytes are read from its `all-reduce-done`, whose shape is the result."""
+    lines, in_entry = [], False
+    for line in hlo.splitlines():
+        in_entry = in_entry or line.startswith("ENTRY ")
+        if in_entry and line.startswith("}"):
+            break
+        if in_entry and " = " in line:
+            lines.append(line.strip())
+    kernels, last_gemm, started, found = 0, None, {}, []
+    for line in lines:
+        m = _INSTR.match(line)
+        if not m:
+            continue
+        name, shape, op, rest = m.groups()
+        if op == "all-reduce-start":
+            started[name] = kernels
+        elif op == "all-reduce-done":
+            source = re.match(r"%?([\w.\-]+)", rest).group(1)
+            found.append(AllReduce(source, _nbytes(shape), started.pop(source), kernels))
+        elif op == "all-reduce":
+            found.append(AllReduce(name, _nbytes(shape), kernels, kernels))
+        elif op in ("fusion", "custom-call"):
+            if _GEMM.search(line):
+                last_gemm = kernels
+            kernels += 1
+    return CollectiveSchedule(tuple(sorted(found, key=lambda a: a.start)), kernels, last_gemm)
