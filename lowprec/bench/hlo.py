@@ -17,11 +17,11 @@ _CALL = re.compile(r"^\s*(?:ROOT )?%(\S+) = .*\bcalls=%([^,\s]+)")
 
 
 def _computations(hlo: str) -> dict[str, list[str]]:
-    """{computation name: its instruction lines}."""
+    """{computation name (the entry computation's: "ENTRY"): its instruction lines, in order}."""
     bodies, current = {}, None
     for line in hlo.splitlines():
-        if line.startswith("%") and line.rstrip().endswith("{"):
-            current = line[1:].split(" ", 1)[0]
+        if line.startswith(("%", "ENTRY ")) and line.rstrip().endswith("{"):
+            current = "ENTRY" if line.startswith("ENTRY ") else line[1:].split(" ", 1)[0]
             bodies[current] = []
         elif line.startswith("}"):
             current = None
@@ -103,15 +103,8 @@ class CollectiveSchedule:
 def collective_schedule(hlo: str) -> CollectiveSchedule:
     """Read the all-reduces' places from a scheduled module's text (a compiled executable's `as_text()`).
     An async all-reduce's bytes are read from its `all-reduce-done`, whose shape is the result."""
-    lines, in_entry = [], False
-    for line in hlo.splitlines():
-        in_entry = in_entry or line.startswith("ENTRY ")
-        if in_entry and line.startswith("}"):
-            break
-        if in_entry and " = " in line:
-            lines.append(line.strip())
     kernels, last_gemm, started, found = 0, None, {}, []
-    for line in lines:
+    for line in _computations(hlo).get("ENTRY", []):
         m = _INSTR.match(line)
         if not m:
             continue
