@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("lowprec.demo", "the main job: train tiny models per recipe, sweep, fit, plot"),
     "recipes": ("lowprec.recipes.cli", "print every training recipe, GEMM by GEMM"),
     "specs": ("lowprec.numerics.cli", "print the named quantization specs and formats"),
-    "bench": ("lowprec.bench", "benchmarks: quantize, gemm, train"),
+    "bench": ("lowprec.bench", "benchmarks: quantize, gemm, train, hadamard, comm"),
     "data": ("lowprec.data.cli", "build token shards from text (default: installed Python sources)"),
     "train": ("lowprec.train.cli", "train a model from a YAML config with key=value overrides"),
     "sweep": ("lowprec.sweeps.cli", "run a resumable sweep from a sweep YAML"),

@@ -22,6 +22,7 @@ TRAIN_PEERS=${TRAIN_PEERS:-flax_fp8,qwix_fp8}
 TRAIN_BATCH=${TRAIN_BATCH:-16}
 TRAIN_START_S=${TRAIN_START_S:-60}  # no train case starts after this (a 350m fp8 step compiles in ~2 min)
 HAD_AXES=${HAD_AXES:--1}
+T_COMM=${T_COMM:-$([ "$(nvidia-smi -L 2>/dev/null | wc -l)" -gt 1 ] && echo 60 || echo 0)}  # machines with >= 2 GPUs
 # Autotuning results are cached per fusion and reused by later compiles of the same GEMM
 # (same kernels chosen, less compile time); harmless where the flag's directory is new.
 export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_gpu_per_fusion_autotune_cache_dir=/tmp/lowprec_xla_autotune"
@@ -68,6 +69,7 @@ part gemm "$T_GEMM" $PY -m lowprec.cli bench gemm --out "$OUT" --reps "$REPS" --
 part train "$T_TRAIN" $PY -m lowprec.cli bench train --out "$OUT" --reps "$REPS" --models "$TRAIN_MODELS" \
   --recipes "$TRAIN_RECIPES" --peers "$TRAIN_PEERS" --batch "$TRAIN_BATCH" --budget-s "$TRAIN_START_S"
 part hadamard "$T_HAD" $PY -m lowprec.cli bench hadamard --out "$OUT" --reps "$REPS" --axes $HAD_AXES
+part comm "$T_COMM" $PY -m lowprec.cli bench comm --out "$OUT" --reps "$REPS"
 
 $PY -m lowprec.cli bench report "$OUT"
 echo; cat "$OUT/parts.log"; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" | tail -n 8

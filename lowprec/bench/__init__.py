@@ -1,4 +1,5 @@
-"""Benchmarks: quantize bandwidth, GEMM throughput (with peers), training-step MFU, Hadamard transforms.
+"""Benchmarks: quantize bandwidth, GEMM throughput (with peers), training-step MFU, Hadamard transforms,
+all-reduce bandwidth and overlap across devices.
 
 `lowprec bench <name>` (see cli.py); results are JSON rows under --out, tables on stdout.
 """

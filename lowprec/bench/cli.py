@@ -1,4 +1,4 @@
-"""`lowprec bench {quantize,gemm,train,hadamard,report}`: run one benchmark, or print saved tables.
+"""`lowprec bench {quantize,gemm,train,hadamard,comm,report}`: run one benchmark, or print saved tables.
 
 Every benchmark prints a line per finished case, writes all rows to DIR/<name>.json after each
 case when --out DIR is given (so a run stopped by a time limit keeps what it finished), and
@@ -15,11 +15,19 @@ import tempfile
 import time
 from pathlib import Path
 
-BENCHES = ("quantize", "gemm", "train", "hadamard")
+BENCHES = ("quantize", "gemm", "train", "hadamard", "comm")
 
 
 def _names(text: str) -> list[str]:
     return [t for t in (s.strip() for s in text.split(",")) if t]
+
+
+def _sizes(text: str) -> list[float]:
+    """Comma-separated positive numbers (argparse names the option when one does not parse)."""
+    sizes = [float(t) for t in _names(text)]
+    if not sizes or any(not v > 0 for v in sizes):
+        raise ValueError(text)
+    return sizes
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +40,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
     q = sub.add_parser("quantize", parents=[common], help="quantize(+dequantize) GB/s per spec vs a device copy")
     q.add_argument("--specs", type=_names, default=None, help="comma-separated spec names (default: all presets)")
-    q.add_argument("--sizes-mib", type=_names, default=None, help="bf16 tensor sizes in MiB (default: 64,256)")
+    q.add_argument("--sizes-mib", type=_sizes, default=None, help="bf16 tensor sizes in MiB (default: 64,256)")
 
     g = sub.add_parser("gemm", parents=[common], help="GEMM TFLOP/s: bf16, raw fp8, lowprec recipes, peers")
     g.add_argument("--recipes", type=_names, default=None, help="comma-separated recipes (default: all; '' for none)")
@@ -57,6 +65,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     h = sub.add_parser("hadamard", parents=[common], help="matmul vs butterfly Hadamard GB/s vs a device copy")
     h.add_argument("--axes", type=int, nargs="+", default=[-1, 0], help="-1: d (forward K), 0: tokens (wgrad K)")
     h.add_argument("--signs", choices=("none", "per_call"), default="none")
+
+    c = sub.add_parser("comm", parents=[common],
+                       help="all-reduce GB/s across the devices, alone and beside a GEMM (how much of it is hidden)")
+    c.add_argument("--sizes-mib", type=_sizes, default=None, help="per-device bf16 buffer sizes in MiB (default: 8,40,128,512)")
+    c.add_argument("--gemm-n", type=int, default=None, help="per-device bf16 GEMM size n (n^3; default: 8192)")
 
     r = sub.add_parser("report", help="print the tables of the JSON files in a --out directory")
     r.add_argument("dir", help="directory holding <bench>.json files")
@@ -85,7 +98,7 @@ def _run(args) -> tuple[list[dict], tuple, dict]:
         from lowprec.bench import quantize as bench
         from lowprec.numerics import specs
 
-        sizes = [float(s) for s in args.sizes_mib] if args.sizes_mib else bench.DEFAULT_SIZES_MIB
+        sizes = args.sizes_mib or bench.DEFAULT_SIZES_MIB
         shapes = bench.SMALL_SHAPES if args.small else [bench.shape_for(s) for s in sizes]
         bench.run_quantize(show, shapes=shapes, spec_names=args.specs or specs.names(), reps=args.reps, key=key)
     elif args.bench == "gemm":
@@ -112,6 +125,13 @@ def _run(args) -> tuple[list[dict], tuple, dict]:
             bench.run_train(show, models=models, recipe_names=args.recipes or bench.DEFAULT_RECIPES, batch=batch,
                             seq_len=seq_len, steps=args.reps, warmup=args.warmup, workdir=workdir,
                             overrides=overrides, deadline=deadline, peers=args.peers)
+    elif args.bench == "comm":
+        from lowprec.bench import comm as bench
+
+        small = bench.SMALL if args.small else {}
+        sizes = args.sizes_mib or small.get("sizes_mib", bench.DEFAULT_SIZES_MIB)
+        bench.run_comm(show, sizes_mib=sizes, gemm_n=args.gemm_n or small.get("gemm_n", bench.DEFAULT_GEMM_N),
+                       reps=args.reps, key=key)
     else:
         from lowprec.bench import hadamard as bench
 
@@ -145,6 +165,10 @@ def main(args) -> int:
         if not found:
             print(f"no <bench>.json files in {args.dir}", file=sys.stderr)
         return 0 if found else 1
-    rows, columns, meta = _run(args)
+    try:
+        rows, columns, meta = _run(args)
+    except ValueError as e:  # bad arguments, raised before any case runs
+        print(f"lowprec bench {args.bench}: error: {e}", file=sys.stderr)
+        return 2
     print_table(args.bench, rows, meta, columns)
     return 0 if rows and not all("error" in r for r in rows) else 1

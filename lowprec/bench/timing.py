@@ -12,6 +12,7 @@ its bandwidth ceiling counts bytes read plus bytes written (2 x nbytes).
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import time
 from typing import Callable, Sequence
@@ -90,7 +91,12 @@ def copy_bandwidth(arg_sets: Sequence[tuple], *, reps: int, warmup: int = 3) -> 
     return gbs(2 * x.nbytes, t.median_s)
 
 
+ENV_PREFIXES = ("XLA_", "JAX_", "NCCL_", "CUDA_VISIBLE_DEVICES")
+
+
 def device_info() -> dict:
+    """The device, the JAX version and the environment variables that change what XLA or NCCL do."""
     d = jax.devices()[0]
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)}
     return {"device_kind": d.device_kind, "platform": d.platform, "n_devices": jax.device_count(),
-            "jax": jax.__version__}
+            "jax": jax.__version__, "env": env}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from lowprec.bench import cli, gemm, hadamard, peers, quantize, train
+from lowprec.bench import cli, comm, gemm, hadamard, peers, quantize, train
 from lowprec.bench.report import NOT_INSTALLED, Recorder, guarded, table
 from lowprec.bench.timing import random_sets, time_calls
 
@@ -108,6 +109,25 @@ def test_hadamard_rows_match_between_impls():
     assert rows[-1]["max_abs_diff_vs_matmul"] < 0.05
 
 
+def test_comm_rows_and_sums_over_the_devices():
+    """4 CPU devices (conftest): the all-reduce is timed per size, the GEMM once, then both together."""
+    rows = []
+    comm.run_comm(rows.append, sizes_mib=(0.25, 1), gemm_n=64, reps=1, key=jax.random.key(0))
+    assert [(r["case"], r.get("mib")) for r in rows] == [
+        ("all_reduce", 0.25), ("all_reduce", 1.0), ("gemm", None), ("all_reduce+gemm", 0.25), ("all_reduce+gemm", 1.0)]
+    assert all("error" not in r for r in rows), rows
+    assert all(_finite(r["ms"]) for r in rows)
+    assert _finite(rows[0]["algbw_gbs"], rows[2]["tflops"])
+    assert all(math.isfinite(r["hidden"]) and isinstance(r["scheduled"], bool) for r in rows[3:])
+    all_reduce, gemm_fn, both = comm._programs(jax.sharding.Mesh(jax.devices(), ("d",)))
+    x = jnp.arange(4 * 8, dtype=jnp.float32).reshape(4, 8)
+    assert (all_reduce(x) == jnp.tile(x.sum(0), (4, 1))).all()  # every device holds the sum
+    a = jax.random.normal(jax.random.key(1), (4, 8, 8))
+    assert jnp.allclose(gemm_fn(a, a), jnp.einsum("dij,djk->dik", a, a))
+    with pytest.raises(ValueError, match="needs >= 2 devices"):
+        comm.run_comm(rows.append, sizes_mib=(1,), gemm_n=64, reps=1, key=jax.random.key(0), devices=jax.devices()[:1])
+
+
 def test_cli_writes_json_and_report_prints_it(tmp_path, capsys):
     parser = __import__("argparse").ArgumentParser()
     cli.configure_parser(parser)
@@ -115,11 +135,17 @@ def test_cli_writes_json_and_report_prints_it(tmp_path, capsys):
                                        "--out", str(tmp_path)])) == 0
     data = json.loads((tmp_path / "quantize.json").read_text())
     assert data["meta"]["bench"] == "quantize" and [r["spec"] for r in data["rows"]] == ["copy", "fp8_e4m3_tensor"]
+    assert data["meta"]["env"]["XLA_FLAGS"] == os.environ["XLA_FLAGS"]  # set by conftest, recorded with the rows
     capsys.readouterr()
     assert cli.main(parser.parse_args(["report", str(tmp_path)])) == 0
     assert "fp8_e4m3_tensor" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         parser.parse_args(["gemm", "--reps"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["comm", "--sizes-mib", "8,x"])
+    assert parser.parse_args(["comm", "--sizes-mib", "8,0.5"]).sizes_mib == [8.0, 0.5]
+    assert cli.main(parser.parse_args(["gemm", "--small", "--peers", "nope"])) == 2
+    assert "--peers: unknown ['nope']; choose from flax_fp8" in capsys.readouterr().err
 
 
 def test_recorder_rewrites_json_and_table_shows_errors(tmp_path):
