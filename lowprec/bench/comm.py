@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lowprec.bench.hlo import collective_schedule
 from lowprec.bench.report import guarded
-from lowprec.bench.timing import gbs, time_fn
+from lowprec.bench.timing import gbs, random_sets, time_fn
 
 DEFAULT_SIZES_MIB = (8, 40, 128, 512)
 DEFAULT_GEMM_N = 8192
@@ -58,14 +58,9 @@ def run_comm(record: Callable[[dict], None], *, sizes_mib: Sequence[float] = DEF
     mesh = Mesh(np.asarray(devices), ("d",))
     shard = NamedSharding(mesh, P("d"))
     all_reduce, gemm, both = _programs(mesh)
-    k_buf, k_a, k_b = jax.random.split(key, 3)
-
-    def normal(k, shape):
-        return jax.device_put(jax.random.normal(k, shape, jnp.bfloat16), shard)
-
-    a, b = normal(k_a, (n, gemm_n, gemm_n)), normal(k_b, (n, gemm_n, gemm_n))
-    bufs = {mib: normal(jax.random.fold_in(k_buf, i), (n, max(1, round(mib * 2**20 / 2))))
-            for i, mib in enumerate(sizes_mib)}
+    shapes = [(n, gemm_n, gemm_n)] * 2 + [(n, max(1, round(mib * 2**20 / 2))) for mib in sizes_mib]
+    a, b, *buffers = (jax.device_put(x, shard) for x in random_sets(key, shapes, jnp.bfloat16, n_sets=1)[0])
+    bufs = dict(zip(sizes_mib, buffers))
     ar_ms = {}
 
     def ar_case(mib):
