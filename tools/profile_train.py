@@ -5,6 +5,8 @@ traces `reps` steps and prints the ops by device time, plus totals by op kind (G
 fusion kinds). MODEL=1b, RECIPES=bf16,fp8_tensorwise_pow2, BATCH=8, SEQ_LEN=2048, TOP=rows,
 SET="model.n_layers=4 ..." (extra overrides), OUT=dir for the compiled HLO text. A step that spans
 several devices (SET="mesh.data=2") also prints where its all-reduces sit among its kernels.
+LAUNCHES=us: also trace one more step and print its launches of at least that many microseconds, in
+order, each with its HLO instruction, the bytes it moves and the bandwidth that implies.
 """
 import collections
 import os
@@ -12,8 +14,8 @@ import re
 import tempfile
 from pathlib import Path
 
-from lowprec.bench.hlo import collective_schedule, fp8_fusions
-from lowprec.bench.profile import device_ops, print_ops
+from lowprec.bench.hlo import collective_schedule, fp8_fusions, kernels
+from lowprec.bench.profile import attribute, device_launches, device_ops, print_launches, print_ops
 from lowprec.bench.train import compile_step, synthetic_corpus_for
 from lowprec.models import load_model_config
 
@@ -31,6 +33,7 @@ def kind(op: str, fp8: set[str]) -> str:
 def main():
     model, batch, seq_len = os.environ.get("MODEL", "1b"), int(os.environ.get("BATCH", "8")), int(os.environ.get("SEQ_LEN", "2048"))
     top, out, overrides = int(os.environ.get("TOP", "25")), os.environ.get("OUT"), os.environ.get("SET", "").split()
+    launches_us = os.environ.get("LAUNCHES")
     corpus = synthetic_corpus_for(Path(tempfile.mkdtemp()), vocab_size=load_model_config(model).vocab_size,
                                   seq_len=seq_len, batch=batch)
     for recipe in os.environ.get("RECIPES", "bf16,fp8_tensorwise_pow2").split(","):
@@ -47,6 +50,9 @@ def main():
             print(f"   kind {ms:7.3f} ms  {k}")
         if step.run.mesh.size > 1:
             print("   schedule:", collective_schedule(step.executable.as_text()).summary())
+        if launches_us is not None:
+            rows = attribute(device_launches(step.call, warmup=0), kernels(step.executable.as_text()))
+            print_launches(f"{recipe} launches of one step", rows, float(launches_us))
 
 
 if __name__ == "__main__":

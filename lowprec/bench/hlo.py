@@ -1,5 +1,6 @@
 """What a compiled program really runs, read from its optimized HLO text: which GEMMs take FP8
-operands, and where a multi-device program's all-reduces sit among its kernels.
+operands, where a multi-device program's all-reduces sit among its kernels, and what each device
+instruction reads and writes (for `bench.profile.attribute`).
 
 XLA runs an FP8 dot either as a cuBLASLt custom call (`__cublas$lt$matmul$f8`) or, when its autotuner
 finds it faster, as a Triton GEMM fusion (`gemm_fusion_dot...`) whose dot reads the FP8 operands
@@ -121,3 +122,52 @@ def collective_schedule(hlo: str) -> CollectiveSchedule:
                 last_gemm = kernels
             kernels += 1
     return CollectiveSchedule(tuple(sorted(found, key=lambda a: a.start)), kernels, last_gemm)
+
+
+_NO_KERNEL = {"parameter", "get-tuple-element", "tuple", "bitcast", "constant", "after-all", "partition-id",
+              "replica-id", "opt-barrier", "add-dependency"}
+_TARGET = re.compile(r'custom_call_target="([^"]*)"')
+_SOURCE = re.compile(r'op_name="([^"]*)"')
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """An instruction of the entry computation that runs on the device (a fusion, custom call, copy,
+    collective...): its result shape, the bytes it writes (result) and reads (operands, each counted
+    whole), and the JAX op it came from (`source`, from the metadata)."""
+
+    name: str
+    op: str
+    target: str
+    shape: str
+    out_bytes: int
+    in_bytes: int
+    source: str
+
+
+def _operands(rest: str) -> list[str]:
+    """Names of the operands in an instruction's text after `op(` (up to the matching parenthesis)."""
+    depth = 0
+    for i, ch in enumerate(rest):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            return re.findall(r"%([\w.\-]+)", rest[:i])
+    return re.findall(r"%([\w.\-]+)", rest)
+
+
+def kernels(hlo: str) -> list[Kernel]:
+    """The entry computation's device instructions in schedule order (a compiled executable's
+    `as_text()`); an async pair counts once, at its start."""
+    shapes, found = {}, []
+    for line in _computations(hlo).get("ENTRY", []):
+        m = _INSTR.match(line)
+        if not m:
+            continue
+        name, shape, op, rest = m.groups()
+        shapes[name] = shape
+        if op in _NO_KERNEL or op.endswith("-done"):
+            continue
+        target, source = _TARGET.search(line), _SOURCE.search(line)
+        found.append(Kernel(name, op, target.group(1) if target else "", shape, _nbytes(shape),
+                            sum(_nbytes(shapes.get(o, "")) for o in _operands(rest)), source.group(1) if source else ""))
+    return found
