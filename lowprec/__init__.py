@@ -12,7 +12,7 @@ _EXPORTS = {
     # numerics
     "FloatFormat": "lowprec.numerics", "IntFormat": "lowprec.numerics", "QArray": "lowprec.numerics",
     "QuantSpec": "lowprec.numerics", "quantize": "lowprec.numerics", "dequantize": "lowprec.numerics",
-    "fake_quant": "lowprec.numerics", "get_format": "lowprec.numerics",
+    "fake_quant": "lowprec.numerics", "get_format": "lowprec.numerics", "tensor_amax": "lowprec.numerics",
     # transforms
     "HadamardSpec": "lowprec.transforms",
     # gemm
@@ -26,13 +26,15 @@ _SUBMODULES = {"specs": "lowprec.numerics.specs", "recipes": "lowprec.recipes", 
                "transforms": "lowprec.transforms", "fits": "lowprec.fits"}
 
 
-def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, *, recipe, key=None):
-    """jax.lax.dot_general with its three GEMMs quantized by `recipe` (a name or a Recipe)."""
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, *, recipe, key=None,
+                lhs_amax=None):
+    """jax.lax.dot_general with its three GEMMs quantized by `recipe` (a name or a Recipe); `lhs_amax`
+    as in lowprec.gemm.dot_general."""
     from lowprec import recipes
     from lowprec.gemm import dot_general as gemm_dot_general
 
     return gemm_dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type,
-                            recipe=recipes.get(recipe), key=key)
+                            recipe=recipes.get(recipe), key=key, lhs_amax=lhs_amax)
 
 
 def __getattr__(name: str):

@@ -11,6 +11,7 @@ import dataclasses
 
 import jax
 
+from lowprec.numerics.scales import SIGMA_RULES
 from lowprec.numerics.spec import QuantSpec
 from lowprec.transforms.hadamard import HadamardSpec
 
@@ -152,6 +153,15 @@ class Recipe:
     @property
     def active(self) -> bool:
         return any(cfg.active for cfg in self.roles.values())
+
+    @property
+    def takes_lhs_amax(self) -> bool:
+        """Whether the forward scales lhs by its own max |lhs| (per tensor, current scaling, no
+        rotation), so a caller may take that amax once for several GEMMs of one input (dot_general's
+        `lhs_amax`)."""
+        spec = self.fprop.lhs.spec
+        return (self.delayed is None and self.fprop.hadamard is None and spec is not None
+                and spec.granularity == "tensor" and spec.scale_rule not in SIGMA_RULES)
 
     def replace(self, **changes) -> "Recipe":
         """A variant for ablations, e.g. recipe.replace(name="nvfp4_no_sr", dgrad=...)."""

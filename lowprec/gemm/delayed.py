@@ -88,6 +88,6 @@ def delayed_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_e
     out_dtype = jnp.dtype(preferred_element_type or jnp.result_type(lhs, rhs))
     d, sg = recipe.delayed, jax.lax.stop_gradient
     ref = (sg(_reference_amax(state.x, d)), sg(_reference_amax(state.w, d)), _grad_reference(state.g, d))
-    out = qdot(l, r, None, ref, recipe, out_dtype, precision)
+    out = qdot(l, r, None, ref, None, recipe, out_dtype, precision)
     ax, aw = sg(tensor_amax(l)), sg(tensor_amax(r))  # the same reductions as the quantizers': merged by XLA
     return out.reshape(out_shape), AmaxState(x=_push(state.x, ax), w=_push(state.w, aw), g=state.g)

@@ -64,12 +64,16 @@ def canonicalize(lhs, rhs, dimension_numbers):
 
 
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, *,
-                recipe: Recipe, key=None):
+                recipe: Recipe, key=None, lhs_amax=None):
     """jax.lax.dot_general with fprop, dgrad and wgrad quantized as `recipe` says.
 
     `key` feeds stochastic rounding and per-call Hadamard signs (required when recipe.needs_key).
     The recipe's per-GEMM accumulation setting governs quantized GEMMs; `precision` applies to
     GEMMs the recipe leaves in high precision.
+    `lhs_amax`: `tensor_amax(lhs)`, when the caller multiplies one input by several weights (q/k/v,
+    gate/up) and takes it once (recipe.takes_lhs_amax): the products then share one reduction and,
+    XLA merging the identical casts, one cast. Without it, a program over several devices reduces and
+    casts the input once per product (XLA does not merge the amaxes' all-reduces). Same bits.
     """
     if not isinstance(recipe, Recipe):
         raise ValueError(f"recipe must be a lowprec.Recipe (see lowprec.recipes.get), got {type(recipe).__name__}")
@@ -80,32 +84,38 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
                          "lowprec.gemm.delayed_dot_general(..., state=...) or use quantize_model")
     if recipe.needs_key and key is None:
         raise ValueError(f"recipe {recipe.name!r} uses stochastic rounding or random Hadamard signs: pass key=jax.random.key(...)")
+    if lhs_amax is not None and not recipe.takes_lhs_amax:
+        raise ValueError(f"lhs_amax is for recipes whose forward scales lhs per tensor by its own amax, without a "
+                         f"Hadamard rotation (recipe.takes_lhs_amax); recipe {recipe.name!r} quantizes its fprop lhs "
+                         f"as {recipe.fprop.lhs.describe()!r} with hadamard={recipe.fprop.hadamard}")
     if not recipe.active:
         return lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type)
     l, r, out_shape = canonicalize(lhs, rhs, dimension_numbers)
     out_dtype = jnp.dtype(preferred_element_type or jnp.result_type(lhs, rhs))
-    return qdot(l, r, key, None, recipe, out_dtype, precision).reshape(out_shape)
+    x_amax = None if lhs_amax is None else jnp.asarray(lhs_amax, jnp.float32).reshape(())
+    return qdot(l, r, key, None, x_amax, recipe, out_dtype, precision).reshape(out_shape)
 
 
-def _fprop(l, r, key, amax, recipe: Recipe, out_dtype, precision, backward: bool):
+def _fprop(l, r, key, amax, x_amax, recipe: Recipe, out_dtype, precision, backward: bool):
     """(y, rotated l, rotated r, quantized l, quantized r, l's codes transposed, r's codes transposed):
     when a `backward` follows, the transposed codes its GEMMs reuse are written here, with the forward's."""
     reuse_w, reuse_x, _ = _reuse(recipe) if backward else (False, False, False)
-    amaxes = (amax[0], amax[1]) if amax is not None else (None, None)
-    a, b, qa, qb, ta, tb = prepare_operands(l, r, recipe.fprop, key, "fprop", amaxes, (reuse_x, reuse_w))
+    amaxes = (amax[0], amax[1]) if amax is not None else (x_amax, None)
+    a, b, qa, qb, ta, tb = prepare_operands(l, r, recipe.fprop, key, "fprop", amaxes, (reuse_x, reuse_w),
+                                            a_exact=amax is None and x_amax is not None)
     return matmul(qa, qb, recipe.fprop, precision, out_dtype), a, b, qa, qb, ta, tb
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def qdot(l, r, key, amax, recipe, out_dtype, precision):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def qdot(l, r, key, amax, x_amax, recipe, out_dtype, precision):
     """The three GEMMs on canonical l[B,M,K], r[B,N,K] (a custom VJP).
 
     amax: None (every per-tensor scale from its tensor), or recorded amaxes (x, w, g) of l, r and
     the output gradient for delayed scaling (lowprec.gemm.delayed; 0: none recorded, the tensor's
     own). Their cotangent is (0, 0, the output gradient's own amax): how the backward hands that
-    amax to its history.
+    amax to its history. x_amax: None, or l's own amax taken by the caller (dot_general's lhs_amax).
     """
-    return _fprop(l, r, key, amax, recipe, out_dtype, precision, backward=False)[0]
+    return _fprop(l, r, key, amax, x_amax, recipe, out_dtype, precision, backward=False)[0]
 
 
 def _keep_mask(x, q, estimator: str):
@@ -128,8 +138,8 @@ def _reuse(recipe: Recipe) -> tuple[bool, bool, bool]:
             plain(d, w) and reusable_codes(d.lhs.spec, w.lhs.spec))
 
 
-def _qdot_fwd(l, r, key, amax, recipe, out_dtype, precision):
-    y, a, b, qa, qb, x_t, w_t = _fprop(l, r, key, amax, recipe, out_dtype, precision, backward=True)
+def _qdot_fwd(l, r, key, amax, x_amax, recipe, out_dtype, precision):
+    y, a, b, qa, qb, x_t, w_t = _fprop(l, r, key, amax, x_amax, recipe, out_dtype, precision, backward=True)
     masks = None
     if recipe.estimator != "ste":
         masks = (_keep_mask(a.astype(jnp.float32), qa, recipe.estimator),
@@ -139,11 +149,11 @@ def _qdot_fwd(l, r, key, amax, recipe, out_dtype, precision):
                w_t if reuse_w else qb if recipe.dgrad.rhs.source == "fwd_q" else None)
     # high-precision originals only where a backward GEMM re-quantizes them (else an empty stand-in)
     keep = lambda x, reused: x[..., :0] if reused else x  # noqa: E731
-    return y, (keep(l, reuse_x), keep(r, reuse_w), key, amax, saved_q, masks)
+    return y, (keep(l, reuse_x), keep(r, reuse_w), key, amax, x_amax is not None, saved_q, masks)
 
 
 def _qdot_bwd(recipe, out_dtype, precision, res, g):
-    l, r, key, amax, (qa, qb), masks = res
+    l, r, key, amax, has_x_amax, (qa, qb), masks = res
     ref_x, ref_w, ref_g = amax if amax is not None else (None, None, None)
     fcfg: GemmConfig = recipe.fprop
     reuse_w, reuse_x, share_dy = _reuse(recipe)
@@ -162,7 +172,8 @@ def _qdot_bwd(recipe, out_dtype, precision, res, g):
     g_l = _to_input_domain(g_l, qb is not None and not reuse_w, masks and masks[0], fcfg, key)
     g_r = _to_input_domain(g_r, qa is not None and not reuse_x, masks and masks[1], fcfg, key)
     amax_ct = None if amax is None else (jnp.zeros_like(ref_x), jnp.zeros_like(ref_w), tensor_amax(g))
-    return g_l.astype(l.dtype), g_r.astype(r.dtype), None, amax_ct
+    x_amax_ct = jnp.zeros((), jnp.float32) if has_x_amax else None
+    return g_l.astype(l.dtype), g_r.astype(r.dtype), None, amax_ct, x_amax_ct
 
 
 def _to_input_domain(grad, rotated: bool, mask, fcfg: GemmConfig, key):

@@ -73,24 +73,30 @@ def rotate(x, cfg: GemmConfig, key, role: str):
     return apply_hadamard(x, cfg.hadamard, axis=-1, key=k)
 
 
-def _resolve_amax(x, amax):
-    """A recorded per-tensor amax, or x's own where none was recorded (non-positive); None stays None."""
-    return None if amax is None else jnp.where(amax > 0, amax, tensor_amax(x))
+def _resolve_amax(x, amax, exact: bool):
+    """(amax to quantize by, whether it is x's own): x's own where a recorded amax is non-positive
+    (nothing recorded yet); an exact amax (the caller's reduction of x) as it is; None stays None."""
+    if amax is None or exact:
+        return amax, exact
+    return jnp.where(amax > 0, amax, tensor_amax(x)), False
 
 
-def quantize_operand(x, spec: QuantSpec | None, key, role: str, slot: str, amax=None):
-    """x quantized along its last axis. `amax`: a recorded per-tensor amax (delayed scaling); a
-    non-positive one means nothing was recorded yet and x's own amax is used."""
+def quantize_operand(x, spec: QuantSpec | None, key, role: str, slot: str, amax=None, exact: bool = False):
+    """x quantized along its last axis. `amax`: a recorded per-tensor amax (delayed scaling; a
+    non-positive one means nothing was recorded yet and x's own amax is used), or with `exact` x's
+    own amax, taken once by the caller."""
     if spec is None or isinstance(x, QArray):  # already quantized (codes reused from another GEMM)
         return x
     k = role_key(key, role, slot) if spec.rounding == "sr" else None
-    return quantize(x, spec, key=k, axis=-1, amax=_resolve_amax(x, amax))
+    amax, exact = _resolve_amax(x, amax, exact)
+    return quantize(x, spec, key=k, axis=-1, amax=amax, amax_exact=exact)
 
 
-def quantize_operand_pair(x, spec: QuantSpec, amax=None, stored_transposed=False) -> tuple[QArray, QArray]:
+def quantize_operand_pair(x, spec: QuantSpec, amax=None, stored_transposed=False, exact: bool = False) -> tuple[QArray, QArray]:
     """x's per-tensor codes and the same codes transposed, for a backward GEMM that reuses them
-    (`reusable_codes`); `amax` as in quantize_operand, `stored_transposed` as in quantize_pair."""
-    return quantize_pair(x, spec, amax=_resolve_amax(x, amax), stored_transposed=stored_transposed)
+    (`reusable_codes`); `amax`, `exact` as in quantize_operand, `stored_transposed` as in quantize_pair."""
+    amax, exact = _resolve_amax(x, amax, exact)
+    return quantize_pair(x, spec, amax=amax, amax_exact=exact, stored_transposed=stored_transposed)
 
 
 def matmul(a, b, cfg: GemmConfig, precision=None, out_dtype=jnp.float32) -> jax.Array:
@@ -130,17 +136,18 @@ def _scale_output(out, outer_a, outer_b, dtype):
     return out * outer_a.astype(dtype) * outer_b.astype(dtype)
 
 
-def prepare_operands(a, b, cfg: GemmConfig, key, role: str, amax=(None, None), pairs=(False, False)):
+def prepare_operands(a, b, cfg: GemmConfig, key, role: str, amax=(None, None), pairs=(False, False),
+                     a_exact: bool = False):
     """(rotated a, rotated b, quantized a, quantized b, a's codes transposed, b's codes transposed) as
     `cfg` says. An operand given as a QArray is used as it is (its GEMM must have no Hadamard);
-    `amax`: recorded amaxes (a, b) or Nones; `pairs`: which operands' codes a backward GEMM reuses
-    transposed (the others' transposed entry is None)."""
+    `amax`: recorded amaxes (a, b) or Nones (`a_exact`: amax[0] is a's own, see quantize_operand);
+    `pairs`: which operands' codes a backward GEMM reuses transposed (the others' entry is None)."""
     if cfg.hadamard is not None:
         if isinstance(a, QArray) or isinstance(b, QArray):
             raise ValueError("pre-quantized operands cannot be rotated")
         a, b = rotate(a, cfg, key, role), rotate(b, cfg, key, role)
-    qa, ta = quantize_operand_pair(a, cfg.lhs.spec, amax[0]) if pairs[0] else (
-        quantize_operand(a, cfg.lhs.spec, key, role, "lhs", amax[0]), None)
+    qa, ta = quantize_operand_pair(a, cfg.lhs.spec, amax[0], exact=a_exact) if pairs[0] else (
+        quantize_operand(a, cfg.lhs.spec, key, role, "lhs", amax[0], a_exact), None)
     # weights are usually stored [K, N] (Flax's kernel), so b = Wᵀ: let the fused cast read W as stored
     qb, tb = quantize_operand_pair(b, cfg.rhs.spec, amax[1], stored_transposed=True) if pairs[1] else (
         quantize_operand(b, cfg.rhs.spec, key, role, "rhs", amax[1]), None)

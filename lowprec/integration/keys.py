@@ -6,6 +6,8 @@ fold_in(·, n) for the layer's n-th GEMM inside the scope (weight-shared layers,
 matmuls in one module); the gemm layer further folds in the GEMM role and operand. So two layers,
 two GEMMs of one layer, and two steps never share draws. Under jit, enter the scope inside the
 jitted function with the key as a traced argument.
+
+The scope also remembers each input's amax (`shared_amax`), so layers that read one input share it.
 """
 from __future__ import annotations
 
@@ -16,12 +18,16 @@ import zlib
 
 import jax
 import jax.numpy as jnp
+from jax.extend.core import get_opaque_trace_state
+
+from lowprec.numerics.quantize import tensor_amax
 
 
 @dataclasses.dataclass
 class _Scope:
     key: jax.Array
     draws: dict  # layer id (int or traced) -> GEMMs drawn so far in this scope
+    amaxes: dict = dataclasses.field(default_factory=dict)  # id(array) -> (array, its trace, its amax)
 
 
 _SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("lowprec_quant_key", default=None)
@@ -91,3 +97,19 @@ def count_call(slot) -> int | None:
     n = scope.draws.get(slot, 0)
     scope.draws[slot] = n + 1
     return n
+
+
+def shared_amax(x: jax.Array) -> jax.Array:
+    """tensor_amax(x), taken once per array in the active quant_key scope (the same object in the same
+    JAX trace), so the layers that read one input (q/k/v, gate/up) share one reduction; outside a
+    scope, taken at each call."""
+    scope = _SCOPE.get()
+    if scope is None:
+        return tensor_amax(x)
+    trace = get_opaque_trace_state(convention="lowprec")
+    seen = scope.amaxes.get(id(x))
+    if seen is not None and seen[0] is x and seen[1] == trace:
+        return seen[2]
+    amax = tensor_amax(x)
+    scope.amaxes[id(x)] = (x, trace, amax)
+    return amax

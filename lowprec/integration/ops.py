@@ -20,8 +20,9 @@ import threading
 import jax
 import jax.numpy as jnp
 
+from lowprec.gemm.dot_general import dot_general
 from lowprec.integration.einsum import einsum_via_dot_general
-from lowprec.integration.keys import layer_key
+from lowprec.integration.keys import layer_key, shared_amax
 from lowprec.integration.rules import Site
 
 ORIGINALS = {"dot_general": jax.lax.dot_general, "einsum": jnp.einsum, "matmul": jnp.matmul}
@@ -34,11 +35,17 @@ def site_dot_general(site: Site, lhs, rhs, dimension_numbers, precision=None, pr
     """One quantized GEMM of `site` (the single path every quantized matmul takes).
 
     gemm(lhs, rhs, dimension_numbers, precision, preferred_element_type) replaces the recipe's
-    stateless dot_general (delayed scaling passes one bound to its amax state)."""
+    stateless dot_general (delayed scaling passes one bound to its amax state). Where the recipe
+    scales lhs by its own amax, that amax comes from the step's scope (`shared_amax`): layers reading
+    one input share one reduction and one cast, also in programs over several devices."""
     key = None if gemm is not None else layer_key(site.path, site.recipe.needs_key, site.recipe.name)
     token = _FRAME.set(None)
     try:
-        out = (gemm or site.recipe.dot_general(key))(lhs, rhs, dimension_numbers, precision, preferred_element_type)
+        if gemm is None and site.recipe.takes_lhs_amax:
+            out = dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type, recipe=site.recipe,
+                              key=key, lhs_amax=shared_amax(lhs))
+        else:
+            out = (gemm or site.recipe.dot_general(key))(lhs, rhs, dimension_numbers, precision, preferred_element_type)
         capture = _CAPTURE.get()
         if capture is not None:
             out = capture.record(site, lhs, rhs, dimension_numbers, out, key)

@@ -18,7 +18,7 @@ import numpy as np
 from lowprec.numerics import fused
 from lowprec.numerics.formats import IntFormat, get_format
 from lowprec.numerics.rounding import round_finite
-from lowprec.numerics.scales import POW2_RULES, cast_scale, rule_scale, scale_storage_dtype
+from lowprec.numerics.scales import POW2_RULES, SIGMA_RULES, cast_scale, rule_scale, scale_storage_dtype
 from lowprec.numerics.spec import QuantSpec
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -169,11 +169,15 @@ def tensor_amax(x) -> jax.Array:
     return jnp.max(jnp.abs(jnp.asarray(x).astype(jnp.float32)), keepdims=True).reshape(())
 
 
-def _scales(view, reduce_axes, spec: QuantSpec, amax_override=None):
-    """(encode multiplier or None, decode scale per group, global S_dec or None), all float32."""
+def _scales(view, reduce_axes, spec: QuantSpec, amax_override=None, exact: bool = False):
+    """(encode multiplier or None, decode scale per group, global S_dec or None), all float32.
+    exact: amax_override is the view's own amax (per tensor), so the view is not reduced again."""
     fmt = spec.element
-    amax, sigma = _stats(view, reduce_axes, spec)
-    if amax_override is not None:  # delayed scaling: a recorded amax; non-finite data still poisons
+    if exact:
+        amax, sigma = jnp.asarray(amax_override, jnp.float32).reshape((1,) * view.ndim), None
+    else:
+        amax, sigma = _stats(view, reduce_axes, spec)
+    if amax_override is not None and not exact:  # delayed scaling: a recorded amax; non-finite data still poisons
         amax = jnp.where(jnp.isfinite(amax), jnp.asarray(amax_override, jnp.float32), jnp.nan)
     if not spec.two_level:
         s = cast_scale(rule_scale(spec.scale_rule, fmt, amax, sigma, spec.amax_eps), spec.scale_format)
@@ -199,24 +203,33 @@ def _check(spec, key, fn: str) -> None:
         raise ValueError(f"QuantSpec.rounding='sr' needs an explicit jax.random key: {fn}(x, spec, key=...)")
 
 
+def _check_amax(spec: QuantSpec, amax, amax_exact: bool, fn: str) -> None:
+    if amax is not None and spec.granularity != "tensor":
+        raise ValueError(f"{fn}(amax=...) is for per-tensor scaling, not granularity {spec.granularity!r}")
+    if amax_exact and (amax is None or spec.scale_rule in SIGMA_RULES):
+        raise ValueError(f"{fn}(amax_exact=True) needs amax= and an amax-based scale_rule, got amax="
+                         f"{'None' if amax is None else 'given'} and scale_rule {spec.scale_rule!r}")
+
+
 def quantize(x: jax.Array, spec: QuantSpec, *, key: jax.Array | None = None, axis: int = -1,
-             tile_axis: int | None = None, amax: jax.Array | None = None) -> QArray:
+             tile_axis: int | None = None, amax: jax.Array | None = None, amax_exact: bool = False) -> QArray:
     """Quantize x along `axis` (the GEMM contraction axis for block/channel scales) per `spec`.
 
     amax: use this (scalar) amax instead of the tensor's own, for delayed scaling; only with
-    granularity 'tensor'. Values beyond it saturate.
+    granularity 'tensor'. Values beyond it saturate; a non-finite x still gives a NaN scale.
+    amax_exact: `amax` is x's own max |x| (`tensor_amax(x)`, NaN/Inf included), taken once by a caller
+    that quantizes x several times; x is then not reduced again.
     """
     _check(spec, key, "quantize")
-    if amax is not None and spec.granularity != "tensor":
-        raise ValueError(f"quantize(amax=...) is for per-tensor (delayed) scaling, not granularity {spec.granularity!r}")
+    _check_amax(spec, amax, amax_exact, "quantize")
     x = jnp.asarray(x)
-    return _quantize(x, key, amax, spec, _layout(x.shape, spec, axis, tile_axis))
+    return _quantize(x, key, amax, spec, _layout(x.shape, spec, axis, tile_axis), amax_exact)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _quantize(x, key, amax, spec: QuantSpec, layout: _Layout) -> QArray:
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _quantize(x, key, amax, spec: QuantSpec, layout: _Layout, amax_exact: bool = False) -> QArray:
     view, reduce_axes = layout.group(layout.pad(x.astype(jnp.float32)))
-    enc, s, s_dec = _scales(view, reduce_axes, spec, amax)
+    enc, s, s_dec = _scales(view, reduce_axes, spec, amax, amax_exact)
     scaled = view * enc if enc is not None else view / jnp.where(s > 0, s, 1.0)
     if spec.headroom != 1.0:
         scaled = scaled * spec.headroom
@@ -249,7 +262,7 @@ def transpose_codes(q: QArray, data_t: jax.Array | None = None) -> QArray:
     return dataclasses.replace(q, data=jnp.swapaxes(q.data, -1, -2) if data_t is None else data_t, layout=layout)
 
 
-def quantize_pair(x: jax.Array, spec: QuantSpec, *, amax: jax.Array | None = None,
+def quantize_pair(x: jax.Array, spec: QuantSpec, *, amax: jax.Array | None = None, amax_exact: bool = False,
                   stored_transposed: bool = False) -> tuple[QArray, QArray]:
     """(quantize(x, spec), the same codes with the last two axes swapped), for a per-tensor spec with
     deterministic rounding (its scale does not depend on the layout): the operands of a forward and a
@@ -258,17 +271,19 @@ def quantize_pair(x: jax.Array, spec: QuantSpec, *, amax: jax.Array | None = Non
 
     stored_transposed: x is a transpose of an array stored the other way (a [K, N] weight seen as
     [N, K]); the fused pass then reads the stored layout, so Wᵀ is never materialized.
+    amax, amax_exact: as in `quantize`.
     """
     if isinstance(spec, QuantSpec) and (spec.granularity != "tensor" or spec.rounding == "sr"):
         raise ValueError(f"quantize_pair needs a per-tensor spec with deterministic rounding, got {spec.describe()!r}")
     _check(spec, None, "quantize_pair")
+    _check_amax(spec, amax, amax_exact, "quantize_pair")
     x = jnp.asarray(x)
     fmt = spec.element
     if not (x.ndim >= 2 and pow2_outer(spec) and fused.writes(fmt)):
-        q = quantize(x, spec, amax=amax)
+        q = quantize(x, spec, amax=amax, amax_exact=amax_exact)
         return q, transpose_codes(q)
     layout = _layout(x.shape, spec, -1, None)
-    _, s, _ = _scales(x.astype(jnp.float32), tuple(range(x.ndim)), spec, amax)
+    _, s, _ = _scales(x.astype(jnp.float32), tuple(range(x.ndim)), spec, amax, amax_exact)
     s = layout.compact_scale(s)
     mult = jnp.stack([1.0 / jnp.where(s > 0, s, 1.0), jnp.isfinite(s).astype(jnp.float32)])  # 1/s is exact
     if stored_transposed:  # XLA cancels the two transposes

@@ -276,6 +276,28 @@ def test_bad_inputs():
         lowprec.dot_general(jnp.ones((4, 8)), jnp.ones((8, 8)), good, recipe="mxfp4")
     with pytest.raises(ValueError, match="pass key=jax.random.key"):
         lowprec.dot_general(x, w, good, recipe="nvfp4")
+    for name in ("fp8_rowwise", "mxfp8", "bf16"):
+        with pytest.raises(ValueError, match=f"lhs_amax is for recipes .* recipe {name!r}"):
+            lowprec.dot_general(x, w, good, recipe=name, lhs_amax=jnp.float32(1))
+
+
+@pytest.mark.parametrize("name", ["fp8_tensorwise", "fp8_tensorwise_pow2"])
+def test_lhs_amax_taken_by_the_caller_gives_the_same_bits(name):
+    """Several products of one input with lhs_amax = tensor_amax(x): values and gradients bit for bit."""
+    from lowprec.numerics.quantize import tensor_amax
+
+    x = jax.random.normal(jax.random.key(0), (2, 16, 64), jnp.bfloat16)
+    ws = [(0.1 * jax.random.normal(jax.random.key(i), (64, 32))).astype(jnp.bfloat16) for i in (1, 2)]
+    dn = (((2,), (0,)), ((), ()))
+
+    def loss(x, ws, share):
+        amax = tensor_amax(x) if share else None
+        ys = [lowprec.dot_general(x, w, dn, recipe=name, lhs_amax=amax).astype(jnp.float32) for w in ws]
+        return jnp.sum(ys[0] * ys[1])
+
+    ref, got = (jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)(x, ws, share) for share in (False, True))
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
 
 
 @pytest.mark.gpu

@@ -70,3 +70,22 @@ def test_traced_key_under_jit(twin):
 
     np.testing.assert_array_equal(step(jax.random.key(5)), step(jax.random.key(5)))
     assert not np.array_equal(step(jax.random.key(5)), step(jax.random.key(6)))
+
+
+def test_shared_amax_is_taken_once_per_array_and_trace():
+    from lowprec.integration.keys import shared_amax
+
+    x = jnp.arange(12.0).reshape(3, 4)
+    with lp.quant_key(jax.random.key(0)):
+        a = shared_amax(x)
+        assert shared_amax(x) is a and float(a) == 11.0
+        assert shared_amax(x + 0) is not a  # another array
+    assert shared_amax(x) is not a  # outside a scope: taken at each call
+
+    def f(x):
+        with lp.quant_key(jax.random.key(0)):
+            outer = shared_amax(x)
+            inner = jax.checkpoint(lambda y: shared_amax(x) * y)(jnp.float32(1))  # another trace: its own
+            return outer + inner + shared_amax(x)
+
+    assert float(jax.jit(f)(x)) == 33.0  # no tracer leaks out of the checkpoint's trace

@@ -160,3 +160,24 @@ def test_padding_and_errors():
         quantize(x, "mxfp4")
     with pytest.raises(ValueError, match="tile_axis"):
         quantize(jnp.ones((16, 16, 16)), lowprec.specs.get("nvfp4_tile16"), axis=0)
+
+
+@pytest.mark.parametrize("name", ["fp8_e4m3_tensor", "fp8_e5m2_tensor_pow2"])
+def test_exact_amax_gives_the_same_codes_without_reducing_again(name):
+    """amax_exact: the caller's own max |x| (NaN/Inf included) stands in for the quantizer's reduction."""
+    from lowprec.numerics.quantize import quantize_pair, tensor_amax
+
+    spec = lowprec.specs.get(name)
+    x = jax.random.normal(jax.random.key(3), (64, 96), jnp.float32) * 7
+    x = x.at[0, 0].set(jnp.nan) if name == "fp8_e4m3_tensor" else x
+    for fn in (lambda v, **kw: quantize(v, spec, **kw), lambda v, **kw: quantize_pair(v, spec, **kw)[0]):
+        ref, got = fn(x), fn(x, amax=tensor_amax(x), amax_exact=True)
+        np.testing.assert_array_equal(np.asarray(got.data, np.float32), np.asarray(ref.data, np.float32))
+        np.testing.assert_array_equal(np.asarray(got.scale, np.float32), np.asarray(ref.scale, np.float32))
+    # the jaxpr of the exact path has no reduction over x
+    jaxpr = str(jax.make_jaxpr(lambda v, a: quantize(v, spec, amax=a, amax_exact=True))(x, tensor_amax(x)))
+    assert "reduce_max" not in jaxpr
+    with pytest.raises(ValueError, match="amax_exact=True"):
+        quantize(x, spec, amax_exact=True)
+    with pytest.raises(ValueError, match="amax_exact=True.*quest_rms"):
+        quantize(x, spec.replace(scale_rule="quest_rms"), amax=jnp.float32(1), amax_exact=True)

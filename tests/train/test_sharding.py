@@ -55,3 +55,28 @@ def test_sharded_accumulated_step_matches_single_device(tiny):
     assert l1[2][0] < l1[0][0]
     for k in p1:  # Adam's first steps are ~lr·sign(g): rounding in tiny gradients can flip a few, hence atol
         np.testing.assert_allclose(p4[k], p1[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_projections_of_one_input_share_its_amax_across_devices(tiny, monkeypatch):
+    """Data parallel: q/k/v and gate/up read one input each. Sharing its amax (one reduction, hence one
+    all-reduce) saves 3 scalar all-reduces per layer; XLA merges neither the all-reduces nor the casts
+    behind them by itself."""
+    import re
+
+    import jax.numpy as jnp
+
+    from lowprec.bench.hlo import collective_schedule
+    from lowprec.gemm.config import Recipe
+
+    def compiled(cfg):
+        run = build(cfg)
+        batch = jax.device_put(run.dataset[0], run.shardings["batch"])
+        hlo = run.train_step.lower(run.state, run.opt_state, batch, jnp.asarray(0, jnp.int32)).compile().as_text()
+        scalars = sum(a.nbytes // 4 for a in collective_schedule(hlo).all_reduces if a.nbytes < 64)
+        return scalars, len(re.findall(r"= f8e4m3fn\[[^\]]*\]\{[^}]*\} (?:fusion|convert)\(", hlo))
+
+    cfg = tiny("mesh.data=2", "model.n_layers=1", "precision.recipe=fp8_tensorwise_pow2")
+    shared = compiled(cfg)
+    monkeypatch.setattr(Recipe, "takes_lhs_amax", property(lambda self: False))
+    apart = compiled(cfg)
+    assert shared[0] == apart[0] - 3 and shared[1] < apart[1], (shared, apart)
