@@ -73,7 +73,9 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
     `lhs_amax`: `tensor_amax(lhs)`, when the caller multiplies one input by several weights (q/k/v,
     gate/up) and takes it once (recipe.takes_lhs_amax): the products then share one reduction and,
     XLA merging the identical casts, one cast. Without it, a program over several devices reduces and
-    casts the input once per product (XLA does not merge the amaxes' all-reduces). Same bits.
+    casts the input once per product (XLA does not merge the amaxes' all-reduces). Same bits. Take it
+    from `lax.stop_gradient(lhs)`: its cotangent is zero, and a path through the max would only add
+    work (and zeros that can reorder lhs's gradient sum).
     """
     if not isinstance(recipe, Recipe):
         raise ValueError(f"recipe must be a lowprec.Recipe (see lowprec.recipes.get), got {type(recipe).__name__}")

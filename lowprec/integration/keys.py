@@ -102,14 +102,15 @@ def count_call(slot) -> int | None:
 def shared_amax(x: jax.Array) -> jax.Array:
     """tensor_amax(x), taken once per array in the active quant_key scope (the same object in the same
     JAX trace), so the layers that read one input (q/k/v, gate/up) share one reduction; outside a
-    scope, taken at each call."""
+    scope, taken at each call. A statistic for scaling: no gradient flows through it (an autodiff
+    path through the max would add a pass over x, and zeros that reorder x's gradient sum)."""
     scope = _SCOPE.get()
     if scope is None:
-        return tensor_amax(x)
+        return tensor_amax(jax.lax.stop_gradient(x))
     trace = get_opaque_trace_state(convention="lowprec")
     seen = scope.amaxes.get(id(x))
     if seen is not None and seen[0] is x and seen[1] == trace:
         return seen[2]
-    amax = tensor_amax(x)
+    amax = tensor_amax(jax.lax.stop_gradient(x))
     scope.amaxes[id(x)] = (x, trace, amax)
     return amax

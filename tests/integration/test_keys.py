@@ -89,3 +89,30 @@ def test_shared_amax_is_taken_once_per_array_and_trace():
             return outer + inner + shared_amax(x)
 
     assert float(jax.jit(f)(x)) == 33.0  # no tracer leaks out of the checkpoint's trace
+
+
+class _ThreeReaders(nnx.Module):
+    """q/k/v-like: three projections of one input."""
+
+    def __init__(self):
+        self.q, self.k, self.v = (nnx.Linear(D, D, use_bias=False, rngs=nnx.Rngs(i)) for i in range(3))
+
+    def __call__(self, x):
+        return self.q(x) * self.k(x) + self.v(x)
+
+
+def test_layers_sharing_an_input_amax_match_unshared_bit_for_bit(monkeypatch):
+    """The shared amax changes no bit of the values or of the gradients (x's and the weights')."""
+    model = lp.quantize_model(_ThreeReaders(), [lp.Rule(path=".*", recipe="fp8_tensorwise")])
+    graph, params = nnx.split(model)
+    x = jax.random.normal(jax.random.key(1), (8, D), jnp.float32) * 3
+
+    def loss(params, x):
+        with lp.quant_key(jax.random.key(0)):
+            return jnp.sum(jnp.sin(nnx.merge(graph, params)(x)))
+
+    shared = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
+    monkeypatch.setattr(lp.Recipe, "takes_lhs_amax", property(lambda self: False))
+    apart = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
+    for a, b in zip(jax.tree.leaves(shared), jax.tree.leaves(apart)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
