@@ -151,11 +151,11 @@ def _qdot_fwd(l, r, key, amax, x_amax, recipe, out_dtype, precision):
                w_t if reuse_w else qb if recipe.dgrad.rhs.source == "fwd_q" else None)
     # high-precision originals only where a backward GEMM re-quantizes them (else an empty stand-in)
     keep = lambda x, reused: x[..., :0] if reused else x  # noqa: E731
-    return y, (keep(l, reuse_x), keep(r, reuse_w), key, amax, x_amax is not None, saved_q, masks)
+    return y, (keep(l, reuse_x), keep(r, reuse_w), key, amax, saved_q, masks)
 
 
 def _qdot_bwd(recipe, out_dtype, precision, res, g):
-    l, r, key, amax, has_x_amax, (qa, qb), masks = res
+    l, r, key, amax, (qa, qb), masks = res
     ref_x, ref_w, ref_g = amax if amax is not None else (None, None, None)
     fcfg: GemmConfig = recipe.fprop
     reuse_w, reuse_x, share_dy = _reuse(recipe)
@@ -174,8 +174,7 @@ def _qdot_bwd(recipe, out_dtype, precision, res, g):
     g_l = _to_input_domain(g_l, qb is not None and not reuse_w, masks and masks[0], fcfg, key)
     g_r = _to_input_domain(g_r, qa is not None and not reuse_x, masks and masks[1], fcfg, key)
     amax_ct = None if amax is None else (jnp.zeros_like(ref_x), jnp.zeros_like(ref_w), tensor_amax(g))
-    x_amax_ct = jnp.zeros((), jnp.float32) if has_x_amax else None
-    return g_l.astype(l.dtype), g_r.astype(r.dtype), None, amax_ct, x_amax_ct
+    return g_l.astype(l.dtype), g_r.astype(r.dtype), None, amax_ct, None  # no gradient for x_amax (a statistic)
 
 
 def _to_input_domain(grad, rotated: bool, mask, fcfg: GemmConfig, key):

@@ -41,11 +41,12 @@ def site_dot_general(site: Site, lhs, rhs, dimension_numbers, precision=None, pr
     key = None if gemm is not None else layer_key(site.path, site.recipe.needs_key, site.recipe.name)
     token = _FRAME.set(None)
     try:
-        if gemm is None and site.recipe.takes_lhs_amax:
+        if gemm is None:
+            amax = shared_amax(lhs) if site.recipe.takes_lhs_amax else None
             out = dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type, recipe=site.recipe,
-                              key=key, lhs_amax=shared_amax(lhs))
+                              key=key, lhs_amax=amax)
         else:
-            out = (gemm or site.recipe.dot_general(key))(lhs, rhs, dimension_numbers, precision, preferred_element_type)
+            out = gemm(lhs, rhs, dimension_numbers, precision, preferred_element_type)
         capture = _CAPTURE.get()
         if capture is not None:
             out = capture.record(site, lhs, rhs, dimension_numbers, out, key)
