@@ -177,8 +177,8 @@ def _scales(view, reduce_axes, spec: QuantSpec, amax_override=None, exact: bool 
         amax, sigma = jnp.asarray(amax_override, jnp.float32).reshape((1,) * view.ndim), None
     else:
         amax, sigma = _stats(view, reduce_axes, spec)
-    if amax_override is not None and not exact:  # delayed scaling: a recorded amax; non-finite data still poisons
-        amax = jnp.where(jnp.isfinite(amax), jnp.asarray(amax_override, jnp.float32), jnp.nan)
+        if amax_override is not None:  # delayed scaling: a recorded amax; non-finite data still poisons
+            amax = jnp.where(jnp.isfinite(amax), jnp.asarray(amax_override, jnp.float32), jnp.nan)
     if not spec.two_level:
         s = cast_scale(rule_scale(spec.scale_rule, fmt, amax, sigma, spec.amax_eps), spec.scale_format)
         return None, jnp.where(jnp.isfinite(amax), s, jnp.nan), None
