@@ -90,6 +90,21 @@ def test_block_layout_along_any_axis_matches_manual_blocks():
     assert quantize(x, spec, axis=1).scale.shape == (6, 2, 5)
 
 
+@pytest.mark.parametrize("name,sr,shape", [("nvfp4", True, (2, 48, 3)), ("mxfp4", True, (2, 64, 3)),
+                                           ("mxfp8", False, (1, 40, 6)), ("mxint8", False, (3, 32, 1))])
+def test_block_along_a_leading_axis_equals_quantizing_the_transpose(name, sr, shape):
+    """Blocks along a leading axis: codes, scales and stochastic rounding's bits equal those of the
+    transposed tensor quantized along its last axis (a wgrad operand either way round)."""
+    spec = lowprec.specs.get(name).replace(rounding="sr" if sr else "rne", pad=True)
+    x = jax.random.normal(jax.random.key(5), shape) * jnp.exp(jax.random.normal(jax.random.key(6), shape))
+    key = jax.random.key(7) if sr else None
+    got = quantize(x, spec, key=key, axis=1)
+    ref = quantize(jnp.swapaxes(x, 1, 2), spec, key=key, axis=-1)
+    np.testing.assert_array_equal(np.asarray(got.data, np.float32), np.swapaxes(np.asarray(ref.data, np.float32), 1, 2))
+    np.testing.assert_array_equal(np.asarray(got.scale, np.float32), np.swapaxes(np.asarray(ref.scale, np.float32), 1, 2))
+    np.testing.assert_array_equal(dequantize(got), jnp.swapaxes(dequantize(ref), 1, 2))
+
+
 def test_channel_and_tensor_scales():
     x = jnp.array([[1.0, -4.0], [0.5, 0.25]])
     q = quantize(x, QuantSpec(element="int8", granularity="channel"), axis=1)
