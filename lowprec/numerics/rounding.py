@@ -136,6 +136,13 @@ def _round_int(x: jax.Array, fmt: IntFormat, mode: str, key) -> jax.Array:
     return jnp.clip(r, fmt.qmin, fmt.qmax) * (2.0**-fmt.frac_bits)
 
 
+def cast_round_trip(x: jax.Array, dtype) -> jax.Array:
+    """float32 x rounded to `dtype` (its cast's RNE) and back to float32. The barrier keeps the cast:
+    with excess precision allowed (its default on GPUs) XLA deletes chains of float converts, so a
+    bare `x.astype(dtype).astype(float32)` returned x unrounded there (E2M1 codes, 2026-11-23, H100)."""
+    return lax.optimization_barrier(x.astype(dtype)).astype(jnp.float32)
+
+
 def round_to_format(x: jax.Array, fmt: Format, mode: str = "rne", key: jax.Array | None = None) -> jax.Array:
     """Round x onto `fmt`'s values (float32 out), saturating at ±max; NaN and ±inf give NaN."""
     if mode not in ROUNDING_MODES:
@@ -152,7 +159,7 @@ def round_finite(x: jax.Array, fmt: Format, mode: str = "rne", key: jax.Array | 
     if mode == "rne" and isinstance(fmt, FloatFormat) and fmt.native_dtype is not None:
         # The hardware's saturating cast is RNE onto exactly this value set: one instruction instead
         # of the integer-grid arithmetic (the exhaustive tests hold both to ml_dtypes).
-        return jnp.clip(x, -fmt.max_value, fmt.max_value).astype(fmt.native_dtype).astype(jnp.float32)
+        return cast_round_trip(jnp.clip(x, -fmt.max_value, fmt.max_value), fmt.native_dtype)
     if isinstance(fmt, FloatFormat):
         return _round_float(x, fmt, mode, key)
     return _round_int(x, fmt, mode, key)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from lowprec.numerics.formats import FloatFormat, Format, IntFormat, get_format
-from lowprec.numerics.rounding import ceil_log2, exp2i, floor_log2, round_to_format
+from lowprec.numerics.rounding import cast_round_trip, ceil_log2, exp2i, floor_log2, round_to_format
 
 SCALE_FORMATS = ("fp32", "bf16", "e8m0", "ue4m3", "ue5m3")
 SCALE_RULES = ("absmax", "floor", "ceil", "even", "rceil", "quest_sigma", "quest_rms")
@@ -67,7 +67,7 @@ def cast_scale(s: jax.Array, scale_format: str) -> jax.Array:
     if scale_format in ("fp32", "e8m0"):  # e8m0 scales are exact powers of two already
         return s
     if scale_format == "bf16":
-        return s.astype(jnp.bfloat16).astype(jnp.float32)
+        return cast_round_trip(s, jnp.bfloat16)
     if scale_format == "ue4m3":  # for s >= 0 the value set is E4M3's: its native saturating cast
         return round_to_format(s, get_format("e4m3"), "rne")
     if scale_format == "ue5m3":
