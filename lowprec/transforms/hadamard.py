@@ -215,9 +215,10 @@ def _rotate_axis(x: Array, spec: HadamardSpec, axis: int, key: Array | None, tra
     xt = jnp.moveaxis(x.astype(compute), axis, -1)
     xb = xt.reshape(*xt.shape[:-1], length // block, block)
     y = _rotate_blocks(xb, spec, s, transpose).reshape(xt.shape)
-    # rounded to x's dtype for real: a consumer's upcast would otherwise cancel the cast on GPUs
+    y = jnp.moveaxis(y, -1, axis).astype(x.dtype)
+    # a narrowing cast is rounded for real: a consumer's upcast would otherwise cancel it on GPUs
     # (XLA deletes float convert chains when excess precision is allowed, its default there)
-    return lax.optimization_barrier(jnp.moveaxis(y, -1, axis).astype(x.dtype))
+    return y if x.dtype == jnp.float32 else lax.optimization_barrier(y)
 
 
 def _transform(x: Array, spec: HadamardSpec, axis: int, key: Array | None, transpose: bool) -> Array:
