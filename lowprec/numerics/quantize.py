@@ -17,7 +17,7 @@ import numpy as np
 
 from lowprec.numerics import fused
 from lowprec.numerics.formats import IntFormat, get_format
-from lowprec.numerics.rounding import round_finite
+from lowprec.numerics.rounding import div_rn, round_finite
 from lowprec.numerics.scales import POW2_RULES, SIGMA_RULES, cast_scale, rule_scale, scale_storage_dtype
 from lowprec.numerics.spec import QuantSpec
 
@@ -170,7 +170,7 @@ def tensor_amax(x) -> jax.Array:
 
 
 def _scales(view, reduce_axes, spec: QuantSpec, amax_override=None, exact: bool = False):
-    """(encode multiplier or None, decode scale per group, global S_dec or None), all float32.
+    """(encode multiplier, or None where x/s is exact; decode scale per group; global S_dec or None).
     exact: amax_override is the view's own amax (per tensor), so the view is not reduced again."""
     fmt = spec.element
     if exact:
@@ -181,18 +181,21 @@ def _scales(view, reduce_axes, spec: QuantSpec, amax_override=None, exact: bool 
             amax = jnp.where(jnp.isfinite(amax), jnp.asarray(amax_override, jnp.float32), jnp.nan)
     if not spec.two_level:
         s = cast_scale(rule_scale(spec.scale_rule, fmt, amax, sigma, spec.amax_eps), spec.scale_format)
-        return None, jnp.where(jnp.isfinite(amax), s, jnp.nan), None
+        # A power of two divides exactly on any backend; other scales encode with their correctly
+        # rounded reciprocal, one per group (a per-element division is not IEEE on GPUs).
+        enc = None if spec.scale_rule in POW2_RULES else div_rn(1.0, jnp.where(s > 0, s, 1.0))
+        return enc, jnp.where(jnp.isfinite(amax), s, jnp.nan), None
     # NVFP4 chain (TE kernel): S_enc = max_elem*max_scale/amax_tensor (1 if amax is 0), capped at FLT_MAX.
     scale_max = get_format(spec.scale_format).max_value if spec.scale_format.startswith("ue") else FLT_MAX
     # The tensor amax is the max of the block amaxes; the barrier keeps XLA from rewriting it as a
     # second full pass over the tensor (reduce-of-reduce merging), so one pass feeds both levels.
     t_amax = jnp.max(jax.lax.optimization_barrier(amax))
-    s_enc = jnp.where(t_amax > 0, (fmt.max_value * scale_max) / t_amax, 1.0)
+    s_enc = jnp.where(t_amax > 0, div_rn(fmt.max_value * scale_max, t_amax), 1.0)
     s_enc = jnp.minimum(s_enc, FLT_MAX)
-    s_dec = 1.0 / s_enc
+    s_dec = div_rn(1.0, s_enc)
     mult = s_enc * jnp.float32(1.0 / fmt.max_value)  # folded first, then one multiply per block
     s_b = cast_scale(jnp.minimum(amax * mult, scale_max), spec.scale_format)
-    enc = jnp.minimum(1.0 / (s_b * s_dec), FLT_MAX)
+    enc = jnp.minimum(div_rn(1.0, s_b * s_dec), FLT_MAX)
     return enc, jnp.where(jnp.isfinite(amax), s_b, jnp.nan), s_dec
 
 

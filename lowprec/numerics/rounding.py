@@ -46,6 +46,35 @@ def ceil_log2(x: jax.Array) -> jax.Array:
     return jnp.where(mant == 0.5, exp - 1, exp)
 
 
+def div_rn(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a / b in float32, correctly rounded (RNE) on every backend.
+
+    XLA on NVIDIA GPUs lowers float32 division to PTX `div.full.f32`, which is off by one ulp for
+    ~23% of quotients (openxla/xla#37181; measured 29% on an H200, 2026-11-23), so a scale chain
+    built from `/` gave different codes on GPU and CPU. Here the significands go through an integer
+    long division (exact everywhere); only zeros, infinities, NaNs, subnormal operands and quotients
+    outside the normal range take the plain division, whose results there are exact (or flushed)
+    on both backends. Meant for per-group scale arithmetic: ~100 integer ops per quotient.
+    """
+    a, b = jnp.broadcast_arrays(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
+    ua, ub = (lax.bitcast_convert_type(v, jnp.int32) for v in (a, b))
+    ea, eb = (ua >> 23) & 0xFF, (ub >> 23) & 0xFF
+    ma, mb = (ua & 0x7FFFFF) | 0x800000, (ub & 0x7FFFFF) | 0x800000
+    short = ma < mb  # shift so the quotient's leading bit is 1: r / mb in [1, 2)
+    r = jnp.where(short, ma << 1, ma)  # < 2^25
+    e = ea - eb + 126 + jnp.where(short, 0, 1)  # biased exponent of the quotient
+    q = jnp.zeros_like(r)
+    for _ in range(24):  # one quotient bit per step: 1 integer bit + 23 fraction bits
+        bit = r >= mb
+        r = jnp.where(bit, r - mb, r) << 1
+        q = (q << 1) | bit.astype(jnp.int32)
+    up = (r > mb) | ((r == mb) & ((q & 1) == 1))  # r = 2·remainder against the divisor: RNE
+    bits = ((e - 1) << 23) + q + up.astype(jnp.int32)  # a mantissa carry bumps the exponent
+    ok = (ea > 0) & (ea < 255) & (eb > 0) & (eb < 255) & (e >= 1) & (e <= 254)  # a carry to 255 is inf
+    sign = (ua ^ ub) & jnp.int32(-(2**31))
+    return jnp.where(ok, lax.bitcast_convert_type(bits | sign, jnp.float32), a / b)
+
+
 def _binade(ax: jax.Array) -> jax.Array:
     """floor(log2 ax) from the exponent bits of non-negative finite float32 ax: exact for normal
     values, -127 for zero and subnormals (callers clamp to a format's emin >= -126 first)."""

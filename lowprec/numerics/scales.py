@@ -1,7 +1,8 @@
 """Scale rules (how a block's statistics become its scale) and scale formats (how a scale is stored).
 
 A scale `s` is a dequantization multiplier: x ≈ code·s. Power-of-two rules build s from exponent
-bits; `absmax` divides exactly. Statistics arrive already reduced per group (amax, and for the QuEST
+bits; `absmax` divides. Every division here is `div_rn` (correctly rounded on GPUs too), so a
+scale is the same float on every backend. Statistics arrive already reduced per group (amax, and for the QuEST
 rules the group standard deviation / RMS).
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from lowprec.numerics.formats import FloatFormat, Format, IntFormat, get_format
-from lowprec.numerics.rounding import cast_round_trip, ceil_log2, exp2i, floor_log2, round_to_format
+from lowprec.numerics.rounding import cast_round_trip, ceil_log2, div_rn, exp2i, floor_log2, round_to_format
 
 SCALE_FORMATS = ("fp32", "bf16", "e8m0", "ue4m3", "ue5m3")
 SCALE_RULES = ("absmax", "floor", "ceil", "even", "rceil", "quest_sigma", "quest_rms")
@@ -37,7 +38,7 @@ def rule_scale(rule: str, fmt: Format, amax: jax.Array, sigma: jax.Array | None,
         return _sigma_scale(rule, fmt, sigma)
     safe = jnp.where(amax > 0, amax, 1.0)
     if rule == "absmax":
-        return jnp.maximum(amax, amax_eps) / fmt.max_value
+        return div_rn(jnp.maximum(amax, amax_eps), fmt.max_value)
     if rule == "floor":  # OCP: amax/s lands in [2^emax, 2^(emax+1)), the top may clip
         exp = floor_log2(safe) - fmt.emax
     elif rule == "ceil":
@@ -46,7 +47,7 @@ def rule_scale(rule: str, fmt: Format, amax: jax.Array, sigma: jax.Array | None,
         widened = FloatFormat(exp_bits=8, man_bits=min(fmt.man_bits, 10), specials="ieee")
         exp = floor_log2(round_to_format(safe, widened, "rne")) - fmt.emax
     elif rule == "rceil":  # cuBLAS / MXFP8 recipe: never saturates
-        exp = ceil_log2(safe / fmt.max_value)
+        exp = ceil_log2(div_rn(safe, fmt.max_value))
     else:
         raise ValueError(f"unknown scale_rule {rule!r}; choose from {SCALE_RULES}")
     return jnp.where(amax > 0, _pow2(exp), 1.0)
@@ -55,10 +56,10 @@ def rule_scale(rule: str, fmt: Format, amax: jax.Array, sigma: jax.Array | None,
 def _sigma_scale(rule: str, fmt: Format, sigma: jax.Array) -> jax.Array:
     """QuEST scales from the group's spread instead of its maximum."""
     if rule == "quest_sigma":  # power of two putting the grid's top near 2.92 sigma
-        return _pow2(floor_log2(QUEST_FP_CLIP_SIGMAS * sigma / fmt.max_value + 1e-8))
+        return _pow2(floor_log2(div_rn(QUEST_FP_CLIP_SIGMAS * sigma, fmt.max_value) + 1e-8))
     if not isinstance(fmt, IntFormat) or fmt.bits not in QUEST_INT_ALPHA:
         raise ValueError(f"scale_rule 'quest_rms' needs an int format with bits in {sorted(QUEST_INT_ALPHA)}")
-    step = 2.0 * QUEST_INT_ALPHA[fmt.bits] * sigma / (2**fmt.bits - 1)  # centered grid over ±alpha·RMS
+    step = div_rn(2.0 * QUEST_INT_ALPHA[fmt.bits] * sigma, 2**fmt.bits - 1)  # centered grid over ±alpha·RMS
     return jnp.maximum(step, 1e-30) * 2.0**fmt.frac_bits
 
 

@@ -196,19 +196,3 @@ def test_exact_amax_gives_the_same_codes_without_reducing_again(name):
         quantize(x, spec, amax_exact=True)
     with pytest.raises(ValueError, match="amax_exact=True.*quest_rms"):
         quantize(x, spec.replace(scale_rule="quest_rms"), amax=jnp.float32(1), amax_exact=True)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("name", ["mxfp4", "mxfp8", "mxfp6_e2m3", "fp8_e4m3_tensor", pytest.param(
-    "nvfp4_tile16", marks=pytest.mark.xfail(strict=True, reason="open: ~0.15% of NVFP4 elements still differ "
-                                            "between XLA on an H100 and the CPU (2026-11-23); cause not found"))])
-def test_rounding_casts_survive_xla_on_gpu(name):
-    """With excess precision (XLA's GPU default) a bare f32 -> e2m1 -> f32 round trip was deleted,
-    so codes came out unrounded (2026-11-23). The quantizer's casts must hold: GPU bits = CPU bits."""
-    spec = lowprec.specs.get(name)
-    x = (jax.random.normal(jax.random.key(4), (1024, 512)) * 7).astype(jnp.bfloat16)
-    qdq = lambda v: dequantize(quantize(v, spec), jnp.float32)  # noqa: E731
-    cpu = jax.devices("cpu")[0]
-    with jax.default_device(cpu):
-        want = jax.jit(qdq)(jax.device_put(x, cpu))
-    np.testing.assert_array_equal(np.asarray(jax.jit(qdq)(x)).view(np.int32), np.asarray(want).view(np.int32))
