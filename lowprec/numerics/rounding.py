@@ -18,6 +18,7 @@ from jax import lax
 from lowprec.numerics.formats import FloatFormat, Format, IntFormat
 
 ROUNDING_MODES = ("rne", "sr", "half_away", "toward_zero", "ties_down")
+FP8_DTYPES = (jnp.dtype(jnp.float8_e4m3fn), jnp.dtype(jnp.float8_e5m2))
 
 
 def exp2i(n: jax.Array) -> jax.Array:
@@ -185,9 +186,11 @@ def round_to_format(x: jax.Array, fmt: Format, mode: str = "rne", key: jax.Array
 def round_finite(x: jax.Array, fmt: Format, mode: str = "rne", key: jax.Array | None = None) -> jax.Array:
     """round_to_format for float32 x known to be finite (values elsewhere are unspecified): no
     element-wise NaN/inf test, so a quantizer that masks non-finite groups itself fuses better."""
-    if mode == "rne" and isinstance(fmt, FloatFormat) and fmt.native_dtype is not None:
-        # The hardware's saturating cast is RNE onto exactly this value set: one instruction instead
-        # of the integer-grid arithmetic (the exhaustive tests hold both to ml_dtypes).
+    if mode == "rne" and isinstance(fmt, FloatFormat) and fmt.native_dtype in FP8_DTYPES:
+        # The hardware's saturating FP8 cast is RNE onto exactly this value set: one instruction
+        # instead of the integer-grid arithmetic (the exhaustive tests hold both to ml_dtypes).
+        # E2M1 has no cast instruction before Blackwell, and the barrier made XLA write its codes
+        # out; the arithmetic fuses (0.28 vs 0.51 ms for 16384x5632 on an H200, 2026-11-23).
         return cast_round_trip(jnp.clip(x, -fmt.max_value, fmt.max_value), fmt.native_dtype)
     if isinstance(fmt, FloatFormat):
         return _round_float(x, fmt, mode, key)
