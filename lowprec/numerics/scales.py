@@ -2,8 +2,8 @@
 
 A scale `s` is a dequantization multiplier: x ≈ code·s. Power-of-two rules build s from exponent
 bits; `absmax` divides. Every division here is `div_rn` (correctly rounded on GPUs too), so a
-scale is the same float on every backend. Statistics arrive already reduced per group (amax, and for the QuEST
-rules the group standard deviation / RMS).
+scale is the same float on every backend. Statistics arrive already reduced per group (amax, and
+for the QuEST rules the group standard deviation / RMS).
 """
 from __future__ import annotations
 
