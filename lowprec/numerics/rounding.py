@@ -52,27 +52,40 @@ def div_rn(a: jax.Array, b: jax.Array) -> jax.Array:
 
     XLA on NVIDIA GPUs lowers float32 division to PTX `div.full.f32`, which is off by one ulp for
     ~23% of quotients (openxla/xla#37181; measured 29% on an H200, 2026-11-23), so a scale chain
-    built from `/` gave different codes on GPU and CPU. Here the significands go through an integer
-    long division (exact everywhere); only zeros, infinities, NaNs, subnormal operands and quotients
+    built from `/` gave different codes on GPU and CPU. Here the hardware quotient of the two
+    significands is only an estimate: its exact remainder, computed in integers, steps it to the
+    correctly rounded one (~40 ops). Zeros, infinities, NaNs, subnormal operands and quotients
     outside the normal range take the plain division, whose results there are exact (or flushed)
-    on both backends. Meant for per-group scale arithmetic: ~100 integer ops per quotient.
+    on both backends.
     """
+    return _div_rn(a, b, jnp.divide)
+
+
+def _div_rn(a: jax.Array, b: jax.Array, estimate) -> jax.Array:
+    """div_rn with the significand quotient x/y (x, y in [1, 2)) estimated by `estimate`, which may
+    be off by up to ~100 ulps; exposed so tests can exercise the correction on exact backends."""
     a, b = jnp.broadcast_arrays(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
-    ua, ub = (lax.bitcast_convert_type(v, jnp.int32) for v in (a, b))
-    ea, eb = (ua >> 23) & 0xFF, (ub >> 23) & 0xFF
-    ma, mb = (ua & 0x7FFFFF) | 0x800000, (ub & 0x7FFFFF) | 0x800000
-    short = ma < mb  # shift so the quotient's leading bit is 1: r / mb in [1, 2)
-    r = jnp.where(short, ma << 1, ma)  # < 2^25
+    ua, ub = (lax.bitcast_convert_type(v, jnp.uint32) for v in (a, b))
+    ea, eb = (((u >> 23) & 0xFF).astype(jnp.int32) for u in (ua, ub))
+    fa, fb = ua & 0x7FFFFF, ub & 0x7FFFFF
+    ma, mb = fa | 0x800000, fb | 0x800000  # significands, 24 bits
+    short = ma < mb  # the quotient's significand Q = ma·2^shift / mb lies in [2^23, 2^24)
+    shift = jnp.where(short, 24, 23).astype(jnp.uint32)
     e = ea - eb + 126 + jnp.where(short, 0, 1)  # biased exponent of the quotient
-    q = jnp.zeros_like(r)
-    for _ in range(24):  # one quotient bit per step: 1 integer bit + 23 fraction bits
-        bit = r >= mb
-        r = jnp.where(bit, r - mb, r) << 1
-        q = (q << 1) | bit.astype(jnp.int32)
-    up = (r > mb) | ((r == mb) & ((q & 1) == 1))  # r = 2·remainder against the divisor: RNE
-    bits = ((e - 1) << 23) + q + up.astype(jnp.int32)  # a mantissa carry bumps the exponent
+    xa, xb = (lax.bitcast_convert_type(f | (127 << 23), jnp.float32) for f in (fa, fb))
+    q = (estimate(xa, xb) * lax.bitcast_convert_type((shift + 127) << 23, jnp.float32)).astype(jnp.uint32)
+    # ma·2^shift - q·mb taken mod 2^32 is the exact remainder: it is small (|Q - q|·mb < 2^31).
+    r = lax.bitcast_convert_type((ma << shift) - q * mb, jnp.int32)
+    mbi = mb.astype(jnp.int32)
+    d = jnp.round(r.astype(jnp.float32) / mbi.astype(jnp.float32)).astype(jnp.int32)  # coarse step
+    qi, r = q.astype(jnp.int32) + d, r - d * mbi  # now |r| <= mb/2 up to the estimate's slop
+    odd = (qi & 1) == 1  # one exact RNE step: |2r| against mb, ties to the even significand
+    up = (2 * r > mbi) | ((2 * r == mbi) & odd)
+    down = (2 * r < -mbi) | ((2 * r == -mbi) & odd)
+    qi = qi + up.astype(jnp.int32) - down.astype(jnp.int32)
+    bits = ((e - 1) << 23) + qi  # q = 2^24 (rounded up) carries into the exponent
     ok = (ea > 0) & (ea < 255) & (eb > 0) & (eb < 255) & (e >= 1) & (e <= 254)  # a carry to 255 is inf
-    sign = (ua ^ ub) & jnp.int32(-(2**31))
+    sign = lax.bitcast_convert_type((ua ^ ub) & jnp.uint32(0x80000000), jnp.int32)
     return jnp.where(ok, lax.bitcast_convert_type(bits | sign, jnp.float32), a / b)
 
 

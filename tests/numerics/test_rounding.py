@@ -246,6 +246,21 @@ def test_div_rn_is_ieee_division():
     _assert_ieee_quotients(a, b, np.asarray(jax.jit(div_rn)(a, b)))
 
 
+@pytest.mark.parametrize("max_off", [2, 40])
+def test_div_rn_corrects_an_inexact_estimate(max_off):
+    """On CPU the hardware quotient is exact, so the correction step would never run: feed it
+    estimates off by up to max_off ulps (GPUs miss by <= 2; 40 exercises the coarse step)."""
+    from lowprec.numerics.rounding import _div_rn
+
+    a, b = _division_cases(2)
+    off = np.random.default_rng(3).integers(-max_off, max_off + 1, a.shape).astype(np.int32)
+
+    def estimate(x, y):
+        return jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(x / y, jnp.int32) + off, jnp.float32)
+
+    _assert_ieee_quotients(a, b, np.asarray(jax.jit(lambda a, b: _div_rn(a, b, estimate))(a, b)))
+
+
 @pytest.mark.gpu
 def test_div_rn_is_ieee_division_on_gpu():
     """XLA's own float32 `/` on an H200 missed 29% of these (div.full.f32, 2026-11-23)."""
