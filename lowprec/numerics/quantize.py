@@ -17,11 +17,9 @@ import numpy as np
 
 from lowprec.numerics import fused
 from lowprec.numerics.formats import IntFormat, get_format
-from lowprec.numerics.rounding import div_rn, round_finite
+from lowprec.numerics.rounding import FLT_MAX, div_rn, round_finite
 from lowprec.numerics.scales import POW2_RULES, SIGMA_RULES, cast_scale, rule_scale, scale_storage_dtype
 from lowprec.numerics.spec import QuantSpec
-
-FLT_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclasses.dataclass(frozen=True)

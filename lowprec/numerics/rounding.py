@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from lowprec.numerics.formats import FloatFormat, Format, IntFormat
 
 ROUNDING_MODES = ("rne", "sr", "half_away", "toward_zero", "ties_down")
 FP8_DTYPES = (jnp.dtype(jnp.float8_e4m3fn), jnp.dtype(jnp.float8_e5m2))
+FLT_MAX = float(np.finfo(np.float32).max)
 
 
 def exp2i(n: jax.Array) -> jax.Array:
@@ -164,7 +166,8 @@ def _round_float(x: jax.Array, fmt: FloatFormat, mode: str, key) -> jax.Array:
     if fmt.man_bits == 0:  # one value per binade: its code's last bit is the biased exponent's
         odd = (k >= 1.0) & ((e + fmt.bias) % 2 == 1)
     r = round_integer(k, mode, key, odd)
-    y = jnp.minimum(scale_by_pow2(r, -shift, (-shifts[1], -shifts[0])), fmt.max_value)
+    # Formats wider than float32 (e8m3, ...) never saturate a float32: cap the constant, not inf.
+    y = jnp.minimum(scale_by_pow2(r, -shift, (-shifts[1], -shifts[0])), min(fmt.max_value, FLT_MAX))
     return jnp.copysign(y, x)
 
 
