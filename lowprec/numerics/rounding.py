@@ -72,12 +72,12 @@ def _div_rn(a: jax.Array, b: jax.Array, estimate) -> jax.Array:
     fa, fb = ua & 0x7FFFFF, ub & 0x7FFFFF
     ma, mb = fa | 0x800000, fb | 0x800000  # significands, 24 bits
     short = ma < mb  # the quotient's significand Q = ma·2^shift / mb lies in [2^23, 2^24)
-    shift = jnp.where(short, 24, 23).astype(jnp.uint32)
+    shift = jnp.where(short, 24, 23)
     e = ea - eb + 126 + jnp.where(short, 0, 1)  # biased exponent of the quotient
     xa, xb = (lax.bitcast_convert_type(f | (127 << 23), jnp.float32) for f in (fa, fb))
-    q = (estimate(xa, xb) * lax.bitcast_convert_type((shift + 127) << 23, jnp.float32)).astype(jnp.uint32)
+    q = (estimate(xa, xb) * exp2i(shift)).astype(jnp.uint32)
     # ma·2^shift - q·mb taken mod 2^32 is the exact remainder: it is small (|Q - q|·mb < 2^31).
-    r = lax.bitcast_convert_type((ma << shift) - q * mb, jnp.int32)
+    r = lax.bitcast_convert_type((ma << shift.astype(jnp.uint32)) - q * mb, jnp.int32)
     mbi = mb.astype(jnp.int32)
     d = jnp.round(r.astype(jnp.float32) / mbi.astype(jnp.float32)).astype(jnp.int32)  # coarse step
     qi, r = q.astype(jnp.int32) + d, r - d * mbi  # now |r| <= mb/2 up to the estimate's slop
