@@ -22,7 +22,7 @@ from lowprec.gemm.dot_general import canonicalize
 from lowprec.gemm.qgemm import role_key, rotate
 from lowprec.integration.keys import quant_key
 from lowprec.integration.ops import capturing
-from lowprec.numerics.quantize import dequantize, element_scale, fake_quant, quantize
+from lowprec.numerics.quantize import abs_max, dequantize, element_scale, fake_quant, quantize
 from lowprec.numerics.spec import QuantSpec
 
 
@@ -47,7 +47,7 @@ def tensor_stats(x, spec: QuantSpec, axis: int = -1, key=None) -> dict:
     x = jnp.asarray(x, jnp.float32)
     q = quantize(x, spec, key=key, axis=axis)
     xq = dequantize(q, jnp.float32)
-    amax, rms = jnp.max(jnp.abs(x)), jnp.sqrt(jnp.mean(x * x))
+    amax, rms = abs_max(x), jnp.sqrt(jnp.mean(x * x))
     var = jnp.var(x)
     kurt = jnp.where(var > 0, jnp.mean((x - jnp.mean(x)) ** 4) / jnp.where(var > 0, var, 1.0) ** 2 - 3.0, 0.0)
     limit = spec.element.max_value * element_scale(q)
