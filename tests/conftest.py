@@ -1,4 +1,5 @@
-"""Shared pytest setup: a 4-device CPU platform for sharding tests, and the `gpu` marker skip."""
+"""Shared pytest setup: a 4-device CPU platform for sharding tests, the `gpu` marker skip, and the
+`partitioner` fixture (custom_partitioning rules under both SPMD partitioners)."""
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
@@ -21,3 +22,14 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(params=["shardy", "gspmd"])
+def partitioner(request):
+    """Both SPMD partitioners: Shardy reads the sharding rule, GSPMD the inference callback."""
+    import jax
+
+    before = jax.config.jax_use_shardy_partitioner
+    jax.config.update("jax_use_shardy_partitioner", request.param == "shardy")
+    yield request.param
+    jax.config.update("jax_use_shardy_partitioner", before)

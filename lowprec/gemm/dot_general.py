@@ -19,7 +19,7 @@ from jax import lax
 
 from lowprec.gemm.config import GemmConfig, Recipe
 from lowprec.gemm.qgemm import (
-    matmul, prepare_operands, qgemm, quantize_operand_pair, reusable_codes, role_key, rotate,
+    Transposed, matmul, prepare_operands, qgemm, quantize_operand_pair, reusable_codes, role_key, rotate,
 )
 from lowprec.numerics.formats import IntFormat
 from lowprec.numerics.quantize import QArray, dequantize, element_scale, tensor_amax
@@ -161,12 +161,12 @@ def _qdot_bwd(recipe, out_dtype, precision, res, g):
     reuse_w, reuse_x, share_dy = _reuse(recipe)
     # Backward operands: the forward's transposed per-tensor codes (reuse), or a transpose of the
     # forward-quantized (rotated) tensor or of the high-precision original.
-    w_t = qb if reuse_w else jnp.swapaxes(dequantize(qb, l.dtype) if qb is not None else r, -1, -2)
-    x_t = qa if reuse_x else jnp.swapaxes(dequantize(qa, r.dtype) if qa is not None else l, -1, -2)
+    w_t = qb if reuse_w else Transposed(dequantize(qb, l.dtype) if qb is not None else r)
+    x_t = qa if reuse_x else Transposed(dequantize(qa, r.dtype) if qa is not None else l)
     if share_dy:
         g_d, g_w = quantize_operand_pair(g, recipe.dgrad.lhs.spec, ref_g)
     else:
-        g_d, g_w = g, jnp.swapaxes(g, -1, -2)
+        g_d, g_w = g, Transposed(g)
     # gradients that need no further masking or rotation come out in their operand's dtype directly
     direct = masks is None and fcfg.hadamard is None
     g_l = qgemm(g_d, w_t, recipe.dgrad, key, "dgrad", precision, l.dtype if direct else jnp.float32, (ref_g, ref_w))

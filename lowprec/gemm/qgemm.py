@@ -17,11 +17,14 @@ Execution paths (same numerics, chosen statically per GEMM):
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lowprec.gemm.config import GemmConfig
+from lowprec.gemm import fused_operand
+from lowprec.gemm.config import GemmConfig, OperandConfig
 from lowprec.numerics.formats import FloatFormat
 from lowprec.numerics.quantize import QArray, pow2_outer, quantize, quantize_pair, split_scales, tensor_amax
 from lowprec.numerics.spec import QuantSpec
@@ -38,6 +41,23 @@ _SCALE_SIG_BITS = {"e8m0": 1, "ue4m3": 4, "ue5m3": 4, "bf16": 8, "fp32": 24}
 # Key slots: (role, slot) -> fold_in index, so no two roles or operands share random draws.
 ROLE_IDS = {"fprop": 0, "dgrad": 1, "wgrad": 2}
 SLOT_IDS = {"hadamard": 0, "lhs": 1, "rhs": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class Transposed:
+    """A backward operand [B, P, C] given as the tensor it transposes, `of` [B, C, P] (dYᵀ, Xᵀ, Wᵀ), so
+    that a block-quantized one can come from one fused pass over it (`fused_operand`)."""
+
+    of: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """An operand as split_scales splits a QArray: bf16 codes·(scales varying along the contraction)
+    and the float32 factors constant along it (`fused_operand.split_operand`'s output)."""
+
+    inner: jax.Array
+    outer: jax.Array
 
 
 def role_key(key, role: str, slot: str):
@@ -85,7 +105,7 @@ def quantize_operand(x, spec: QuantSpec | None, key, role: str, slot: str, amax=
     """x quantized along its last axis. `amax`: a recorded per-tensor amax (delayed scaling; a
     non-positive one means nothing was recorded yet and x's own amax is used), or with `exact` x's
     own amax, taken once by the caller."""
-    if spec is None or isinstance(x, QArray):  # already quantized (codes reused from another GEMM)
+    if spec is None or isinstance(x, (QArray, Split)):  # already quantized (reused codes, a fused pass)
         return x
     k = role_key(key, role, slot) if spec.rounding == "sr" else None
     amax, exact = _resolve_amax(x, amax, exact)
@@ -109,7 +129,10 @@ def matmul(a, b, cfg: GemmConfig, precision=None, out_dtype=jnp.float32) -> jax.
         return _scale_output(out, split_scales(a)[1], split_scales(b)[1], gemm_dtype).astype(out_dtype)
     ops, outers = [], []
     for x in (a, b):
-        if isinstance(x, QArray):
+        if isinstance(x, Split):
+            ops.append(x.inner)
+            outers.append(x.outer)
+        elif isinstance(x, QArray):
             inner, outer = split_scales(x)
             if x.spec.element.emax > _MAX_CODE_EXP:  # code products could overflow: scale first
                 inner, outer = inner * outer, jnp.ones((), jnp.float32)
@@ -136,16 +159,36 @@ def _scale_output(out, outer_a, outer_b, dtype):
     return out * outer_a.astype(dtype) * outer_b.astype(dtype)
 
 
+def _fused(x, op: OperandConfig, cfg: GemmConfig, key, role: str, slot: str, amax):
+    """A backward operand (an array, or `Transposed`) as a `Split` from one fused pass where its kernel
+    applies (no recorded amax, codes·scales exact in bf16); else a `Transposed` one materialized
+    by a transpose, any other as it is. Forward operands stay QArrays: the backward reuses them."""
+    if role == "fprop" or isinstance(x, (QArray, Split)):
+        return x
+    transpose = isinstance(x, Transposed)
+    t = x.of if transpose else x
+    spec = op.spec
+    if (amax is None and spec is not None and bf16_exact(spec) and spec.element.emax <= _MAX_CODE_EXP
+            and fused_operand.fits(t.shape, t.dtype, spec, cfg.hadamard)):
+        hkey = role_key(key, role, "hadamard") if cfg.hadamard is not None and cfg.hadamard.needs_key else None
+        return Split(*fused_operand.split_operand(t, spec, cfg.hadamard, role_key(key, role, slot), hkey,
+                                                  transpose=transpose))
+    return jnp.swapaxes(t, -1, -2) if transpose else t
+
+
 def prepare_operands(a, b, cfg: GemmConfig, key, role: str, amax=(None, None), pairs=(False, False),
                      a_exact: bool = False):
     """(rotated a, rotated b, quantized a, quantized b, a's codes transposed, b's codes transposed) as
-    `cfg` says. An operand given as a QArray is used as it is (its GEMM must have no Hadamard);
+    `cfg` says. An operand given as a QArray is used as it is (its GEMM must have no Hadamard); a
+    backward one may come back rotated and quantized in one pass (a `Split`, for both);
     `amax`: recorded amaxes (a, b) or Nones (`a_exact`: amax[0] is a's own, see quantize_operand);
     `pairs`: which operands' codes a backward GEMM reuses transposed (the others' entry is None)."""
+    a = _fused(a, cfg.lhs, cfg, key, role, "lhs", amax[0])
+    b = _fused(b, cfg.rhs, cfg, key, role, "rhs", amax[1])
     if cfg.hadamard is not None:
         if isinstance(a, QArray) or isinstance(b, QArray):
             raise ValueError("pre-quantized operands cannot be rotated")
-        a, b = rotate(a, cfg, key, role), rotate(b, cfg, key, role)
+        a, b = (x if isinstance(x, Split) else rotate(x, cfg, key, role) for x in (a, b))
     qa, ta = quantize_operand_pair(a, cfg.lhs.spec, amax[0], exact=a_exact) if pairs[0] else (
         quantize_operand(a, cfg.lhs.spec, key, role, "lhs", amax[0], a_exact), None)
     # weights are usually stored [K, N] (Flax's kernel), so b = Wᵀ: let the fused cast read W as stored

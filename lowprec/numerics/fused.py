@@ -60,7 +60,7 @@ def _pallas(x, mult, fmt: FloatFormat, interpret: bool = False):
     b, r, c = x.shape
     t, warps = tile(x.shape)
     kernel = functools.partial(_tile_kernel, max_value=fmt.max_value, dtype=fmt.native_dtype)
-    params = {} if interpret else {"compiler_params": _triton_params(warps)}
+    params = {} if interpret else {"compiler_params": triton_params(warps)}
     return pl.pallas_call(
         kernel,
         grid=(b, r // t, c // t),
@@ -76,7 +76,7 @@ def _pallas(x, mult, fmt: FloatFormat, interpret: bool = False):
 
 
 @functools.cache
-def _triton():
+def triton():
     """Pallas's Triton backend module, or None where this JAX has none (JAX 0.11 deprecates it)."""
     try:
         from jax.experimental.pallas import triton
@@ -85,8 +85,8 @@ def _triton():
     return triton
 
 
-def _triton_params(warps: int):
-    return _triton().CompilerParams(num_warps=warps, num_stages=1)
+def triton_params(warps: int):
+    return triton().CompilerParams(num_warps=warps, num_stages=1)
 
 
 def _local(x, mult, fmt: FloatFormat, interpret: bool):
@@ -143,7 +143,7 @@ def cast_transpose(x: jax.Array, mult: jax.Array, fmt: FloatFormat, *, interpret
         raise ValueError(f"cast_transpose writes E4M3 or E5M2 codes, not format {fmt.name!r}")
     lead = x.shape[:-2]
     x3 = x.reshape((-1,) + x.shape[-2:])
-    if tile(x.shape) is None or (not interpret and _triton() is None):
+    if tile(x.shape) is None or (not interpret and triton() is None):
         q, qt = _xla(x3, mult, fmt)
     else:
         q, qt = _partitioned(fmt, interpret)(x3, mult)

@@ -103,15 +103,6 @@ def test_quantize_pair_runs_the_kernel_on_gpu():
         _assert_same_qarray(qt, transpose_codes(ref))
 
 
-@pytest.fixture(params=["shardy", "gspmd"])
-def partitioner(request):
-    """Both SPMD partitioners: Shardy reads the sharding rule, GSPMD the inference callback."""
-    before = jax.config.jax_use_shardy_partitioner
-    jax.config.update("jax_use_shardy_partitioner", request.param == "shardy")
-    yield request.param
-    jax.config.update("jax_use_shardy_partitioner", before)
-
-
 @pytest.mark.parametrize("interpret", [True, False])
 @pytest.mark.parametrize("spec", [("data", None, None), (None, "data", None), (None, None, "data"),
                                   (None, "data", "model")])
