@@ -13,7 +13,9 @@ Execution paths (same numerics, chosen statically per GEMM):
 - emulated: codes times the scales that vary along the contraction (blocks, tiles) are formed
   exactly; when that product fits bf16 exactly (e.g. E2M1 x UE4M3, E4M3 x E8M0) the GEMM runs in
   bf16 with f32 accumulation, otherwise in f32 at HIGHEST precision. Scales constant along the
-  contraction (tensor, row, the NVFP4 FP32 level, the 3/4 headroom) multiply the output.
+  contraction (tensor, row, the NVFP4 FP32 level, the 3/4 headroom) multiply the output. A backward
+  operand that `fused_operand` serves arrives already in that form (a `Split`), from one pass over
+  the tensor (transposed where the GEMM needs it).
 """
 from __future__ import annotations
 
