@@ -1,22 +1,23 @@
 """A backward GEMM's block-quantized operand from its tensor as it lies, in one pass (Pallas on GPUs).
 
 The backward GEMMs contract a new axis: wgrad's operands are dYᵀ and Xᵀ, dgrad's dY and Wᵀ. For
-block formats with a Hadamard (mxfp4_bwd, quartet) XLA transposes such a tensor where needed,
+block formats (MX, NVFP4, with or without a Hadamard) XLA transposes such a tensor where needed,
 rotates it (a GEMM), reduces the block amaxes, then scales, rounds and multiplies the codes by
 their block scales (the bf16 GEMM operand): several passes, a transpose at ~2/3 of copy speed.
 `split_operand` reads x[B, T, C] once per tile, transposes it (or not), rotates along the
-contraction axis on tensor cores, takes the block amaxes, rounds stochastically, and stores
-codes·block scales: the [B, C, T] (or [B, T, C]) bf16 operand.
+contraction axis on tensor cores, takes the block amaxes, rounds (nearest-even or stochastically),
+and stores codes·block scales: the [B, C, T] (or [B, T, C]) bf16 operand. NVFP4's two-level chain
+needs the tensor amax first: XLA's reduction, or for a rotated operand a read-only pass of the
+same kernel shape (`_amax_op`).
 
 Same bits as the composition it replaces (`reference`: swapaxes -> apply_hadamard -> quantize ->
 split_scales) by construction: one function (`_operand`) computes a tile with the quantizer's own
-scale and encode functions, draws stochastic rounding's uniforms at each element's flat index in
-the output, and rotates with the same bf16 ±1 products summed in float32 (up to the
-order of those sums, which a GPU test checks). Served: single-level power-of-two block scales with
-stochastic rounding (Triton has no round-to-nearest-even instruction, and the two-level NVFP4 chain
-needs the tensor amax first). In programs over several devices a `custom_partitioning` rule lets
-each device run it on its shard (element indices come in as arrays sharded like x, so they stay
-global).
+scale and encode functions (in their `portable` form, which Triton lowers), draws stochastic
+rounding's uniforms at each element's flat index in the output, and rotates with the same bf16 ±1
+products summed in float32 (up to the order of those sums, which a GPU test checks). Compiled, the
+scales' correctly rounded division and UE4M3 cast are single GPU instructions (tested exhaustively
+on GPUs). In programs over several devices a `custom_partitioning` rule lets each device run it on
+its shard (element indices come in as arrays sharded like x, so they stay global).
 """
 from __future__ import annotations
 
@@ -27,14 +28,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.experimental.pallas.triton import elementwise_inline_asm as triton_asm
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lowprec.numerics import fused
 from lowprec.numerics.formats import FloatFormat
-from lowprec.numerics.quantize import abs_max_bits, block_outer, encode, group_scales, quantize, split_scales
-from lowprec.numerics.rounding import seed_words, uniform_at, with_sign_of
-from lowprec.numerics.scales import POW2_RULES, SIGMA_RULES
+from lowprec.numerics.quantize import (
+    abs_max, abs_max_bits, block_outer, encode, group_scales, quantize, split_scales, tensor_scales,
+)
+from lowprec.numerics.rounding import seed_words, uniform_at
+from lowprec.numerics.scales import SIGMA_RULES, cast_scale
 from lowprec.numerics.spec import QuantSpec
 from lowprec.transforms.hadamard import HadamardSpec, apply_hadamard, rotation_matrix
 
@@ -45,13 +49,12 @@ _TILE, _WARPS = 64, 4
 
 def fits(shape: tuple[int, ...], dtype, spec: QuantSpec | None, hadamard: HadamardSpec | None) -> bool:
     """Whether the kernel computes this operand: a bf16 x [..., T, C] whose tiles divide T and C,
-    quantized in blocks that divide a tile, by a float format with one level of
-    power-of-two amax-based scales (stored exactly: e8m0 or fp32) and stochastic rounding, rotated
-    (if at all) by the matmul form in blocks of 16 to 64."""
-    if not (isinstance(spec, QuantSpec) and spec.granularity == "block" and not spec.two_level
-            and isinstance(spec.element, FloatFormat) and spec.scale_rule in POW2_RULES
-            and spec.scale_rule not in SIGMA_RULES and spec.scale_format in ("e8m0", "fp32")
-            and spec.rounding == "sr" and _TILE % spec.block == 0):
+    quantized in blocks that divide a tile by a float format with amax-based scales (one level, or
+    NVFP4's two) stored in e8m0, fp32 or a UE format, rounded to nearest even or stochastically,
+    rotated (if at all) by the matmul form in blocks of 16 to 64."""
+    if not (isinstance(spec, QuantSpec) and spec.granularity == "block" and isinstance(spec.element, FloatFormat)
+            and spec.scale_rule not in SIGMA_RULES and spec.scale_format != "bf16"
+            and spec.rounding in ("rne", "sr") and _TILE % spec.block == 0):
         return False
     if hadamard is not None and not (hadamard.impl == "matmul" and 16 <= hadamard.size <= _TILE):
         return False
@@ -69,74 +72,135 @@ def reference(x, spec: QuantSpec, hadamard: HadamardSpec | None, qkey, hkey=None
     return inner.astype(jnp.bfloat16), outer
 
 
-def _operand(x, rot, seed, rows, cols, *, spec: QuantSpec, scale: float, transpose: bool):
-    """x [T, C] bf16 (a tile, or a whole shard) -> v = [C, T] (transpose) or [T, C] bf16: rotated along
-    its last axis by the ±1 matrix rot [h, h] (None: not rotated) times `scale`, quantized in blocks
-    along it, times the block scales. seed: the two uint32 seed words; rows, cols: uint32 flat index
-    of each output row's first element, and each column's offset in it."""
+def _rotated(x, rot, *, scale: float, transpose: bool):
+    """x [T, C] bf16 -> v = [C, T] (transpose) or [T, C] bf16, rotated along its last axis by the ±1
+    matrix rot [h, h] (None: not rotated) times `scale`. Each block is a row of one [C·T/h, h] x
+    [h, h] product, as in XLA's path, so a NaN or Inf reaches only its own block (not 0·Inf through
+    a [T, T] operand)."""
     v = x.T if transpose else x
-    if rot is not None:  # each block a row of one [C·T/h, h] x [h, h] product, as in XLA's path, so a
-        h = rot.shape[0]  # NaN or Inf reaches only its own block (not 0·Inf through a [T, T] operand)
-        y = jnp.dot(v.reshape(-1, h), rot, preferred_element_type=jnp.float32) * np.float32(scale)
-        v = y.astype(jnp.bfloat16).reshape(v.shape)  # rounded as apply_hadamard rounds
+    if rot is None:
+        return v
+    h = rot.shape[0]
+    y = jnp.dot(v.reshape(-1, h), rot, preferred_element_type=jnp.float32) * np.float32(scale)
+    return y.astype(jnp.bfloat16).reshape(v.shape)  # rounded as apply_hadamard rounds
+
+
+def _column_amax(x, rot, *, scale: float, transpose: bool):
+    """max |v| of the rotated tile per column of x: [C] float32 (the two-level chain's statistic)."""
+    v = _rotated(x, rot, scale=scale, transpose=transpose).astype(jnp.float32)
+    return abs_max_bits(v, 1 if transpose else 0)
+
+
+def _ieee_divide(a, b):
+    """a / b correctly rounded by PTX's div.rn.f32 (Triton's `/` is div.full.f32, off by an ulp):
+    `div_rn` in a compiled kernel, where its integer correction cost ~15% of an NVFP4 operand."""
+    a, b = jnp.broadcast_arrays(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
+    return triton_asm("div.rn.f32 $0, $1, $2;", args=[a, b], constraints="=f,f,f", pack=1,
+                      result_shape_dtypes=[jax.ShapeDtypeStruct(a.shape, jnp.float32)])[0]
+
+
+def _hardware_cast(s, scale_format: str, *, portable: bool):
+    """`cast_scale` in a compiled kernel: UE4M3 by the GPU's saturating FP8 cast (RNE onto E4M3's
+    values; Triton keeps the round trip, where XLA needs a barrier), others as cast_scale."""
+    if scale_format == "ue4m3":
+        return s.astype(jnp.float8_e4m3fn).astype(jnp.float32)
+    return cast_scale(s, scale_format, portable=portable)
+
+
+def _operand(x, rot, seed, level, rows, cols, *, spec: QuantSpec, scale: float, transpose: bool,
+             hardware: bool = False):
+    """x [T, C] bf16 (a tile, or a whole shard) -> `_rotated` v, quantized in blocks along its last
+    axis, times the block scales (bf16). seed: the two uint32 seed words; level: the two-level
+    chain's (S_enc, S_dec) (computed outside: Triton cannot bitcast a constant); rows, cols: uint32
+    flat index of each output row's first element, and each column's offset in it (stochastic
+    rounding's draws). hardware: the scales' division and cast by GPU instructions (compiled kernels)."""
+    v = _rotated(x, rot, scale=scale, transpose=transpose)
     c, t = v.shape
     view = v.astype(jnp.float32).reshape(c, t // spec.block, spec.block)
-    enc, s, s_dec = group_scales(abs_max_bits(view, -1, keepdims=True), None, spec)
-    draws = uniform_at(seed, (rows[:, None] + cols[None, :]).reshape(view.shape))
-    codes = with_sign_of(jnp.abs(encode(view, enc, s, s_dec, spec, draws=draws)), view)  # -0 stays -0 in Triton
+    ops = dict(divide=_ieee_divide, cast=_hardware_cast) if hardware else {}
+    enc, s, s_dec = group_scales(abs_max_bits(view, -1, keepdims=True), None, spec,
+                                 level if spec.two_level else None, portable=True, **ops)
+    draws = uniform_at(seed, (rows[:, None] + cols[None, :]).reshape(view.shape)) if spec.rounding == "sr" else None
+    codes = encode(view, enc, s, s_dec, spec, draws=draws, portable=True)
     return (codes * s).reshape(c, t).astype(jnp.bfloat16)
 
 
-def _kernel(x_ref, rot_ref, seed_ref, rows_ref, cols_ref, out_ref, *, rotate, **static):
+def _kernel(x_ref, rot_ref, seed_ref, level_ref, rows_ref, cols_ref, out_ref, *, rotate, **static):
     out_ref[...] = _operand(x_ref[...], rot_ref[...] if rotate else None, (seed_ref[0], seed_ref[1]),
-                            rows_ref[...], cols_ref[...], **static)
+                            (level_ref[0], level_ref[1]), rows_ref[...], cols_ref[...], **static)
 
 
-def _pallas(x, rot, seed, rows, cols, *, transpose, interpret=False, **static):
+def _amax_kernel(x_ref, rot_ref, out_ref, *, rotate, **static):
+    out_ref[...] = _column_amax(x_ref[...], rot_ref[...] if rotate else None, **static)
+
+
+def _whole(*shape):
+    return pl.BlockSpec(shape, lambda n, i, j: (0,) * len(shape))
+
+
+def _tiled_call(kernel, x, rot, *extra, extra_specs, out_spec, out_shape, interpret):
+    """`kernel` over x [B, T, C] in [_TILE, _TILE] tiles, with the whole rotation and `extra` inputs."""
     b, t, c = x.shape
-    whole = lambda *shape: pl.BlockSpec(shape, lambda n, i, j: (0,) * len(shape))  # noqa: E731
+    params = {} if interpret else {"compiler_params": fused.triton_params(_WARPS)}
+    return pl.pallas_call(
+        kernel, grid=(b, t // _TILE, c // _TILE),
+        in_specs=[pl.BlockSpec((None, _TILE, _TILE), lambda n, i, j: (n, i, j)), _whole(*rot.shape), *extra_specs],
+        out_specs=out_spec, out_shape=out_shape, interpret=interpret, **params,
+    )(x, rot, *extra)
+
+
+def _pallas(x, rot, seed, level, rows, cols, *, transpose, interpret=False, **static):
+    b, t, c = x.shape
     out = (lambda n, i, j: (n, j, i)) if transpose else (lambda n, i, j: (n, i, j))
     row, col = ((lambda n, i, j: (n, j)), (lambda n, i, j: (i,))) if transpose else (
         (lambda n, i, j: (n, i)), (lambda n, i, j: (j,)))
-    params = {} if interpret else {"compiler_params": fused.triton_params(_WARPS)}
-    return pl.pallas_call(
-        functools.partial(_kernel, transpose=transpose, **static), grid=(b, t // _TILE, c // _TILE),
-        in_specs=[pl.BlockSpec((None, _TILE, _TILE), lambda n, i, j: (n, i, j)), whole(*rot.shape), whole(2),
-                  pl.BlockSpec((None, _TILE), row), pl.BlockSpec((_TILE,), col)],
-        out_specs=pl.BlockSpec((None, _TILE, _TILE), out),
-        out_shape=jax.ShapeDtypeStruct((b, c, t) if transpose else (b, t, c), jnp.bfloat16),
-        interpret=interpret, **params,
-    )(x, rot, seed, rows, cols)
+    return _tiled_call(
+        functools.partial(_kernel, transpose=transpose, hardware=not interpret, **static), x, rot, seed, level,
+        rows, cols,
+        extra_specs=[_whole(2), _whole(2), pl.BlockSpec((None, _TILE), row), pl.BlockSpec((_TILE,), col)],
+        out_spec=pl.BlockSpec((None, _TILE, _TILE), out), interpret=interpret,
+        out_shape=jax.ShapeDtypeStruct((b, c, t) if transpose else (b, t, c), jnp.bfloat16))
 
 
-def _xla(x, rot, seed, rows, cols, *, rotate, **static):
+def _amax_pallas(x, rot, *, interpret=False, **static):
+    b, t, c = x.shape
+    return _tiled_call(functools.partial(_amax_kernel, **static), x, rot, extra_specs=[],
+                       out_spec=pl.BlockSpec((None, None, _TILE), lambda n, i, j: (n, i, j)),
+                       out_shape=jax.ShapeDtypeStruct((b, t // _TILE, c), jnp.float32), interpret=interpret)
+
+
+def _xla(x, rot, seed, level, rows, cols, *, rotate, **static):
     """The kernel's arithmetic on whole [T, C] slices (backends without the Pallas kernel)."""
-    one = functools.partial(_operand, rot=rot if rotate else None, seed=(seed[0], seed[1]), **static)
+    one = functools.partial(_operand, rot=rot if rotate else None, seed=(seed[0], seed[1]),
+                            level=(level[0], level[1]), **static)
     return jax.vmap(lambda xb, rb: one(xb, rows=rb, cols=cols))(x, rows)
 
 
-@functools.cache
-def _op(spec: QuantSpec, rotate: bool, scale: float, transpose: bool, interpret: bool):
-    """The kernel as an op XLA's SPMD partitioner splits per shard: x [B, T, C] keeps its sharding,
-    the output [B, C, T] swaps T's and C's (or keeps x's); the rotation and seed are replicated;
-    the row indices ([B, C] or [B, T]) and column offsets ([T] or [C]) are sharded like x's axes.
-    In a one-device program JAX inlines `local` itself."""
-    static = dict(spec=spec, rotate=rotate, scale=scale, transpose=transpose)
+def _amax_xla(x, rot, *, rotate, **static):
+    """The statistics kernel's arithmetic on [_TILE, C] slabs."""
+    b, t, c = x.shape
+    one = functools.partial(_column_amax, rot=rot if rotate else None, **static)
+    return jax.vmap(jax.vmap(one))(x.reshape(b, t // _TILE, _TILE, c))
 
-    def local(x, rot, seed, rows, cols):
+
+def _partitioned(pallas, xla, static: dict, interpret: bool, out_axes: str, in_axes: tuple[str, ...], rule: str,
+                 replicated: tuple[str, ...], **factors):
+    """`pallas` (or, off CUDA, `xla`) as an op XLA's SPMD partitioner splits per shard, x [B, T, C]
+    first. out_axes and in_axes (the other inputs) name, per axis, which of x's axes ("b", "t", "c")
+    it is sharded like ("": replicated); rule, replicated, factors: the Shardy rule. In a
+    one-device program JAX inlines `local` itself."""
+    def local(*args):
         if interpret:
-            return _pallas(x, rot, seed, rows, cols, interpret=True, **static)
-        return lax.platform_dependent(x, rot, seed, rows, cols, default=functools.partial(_xla, **static),
-                                      cuda=functools.partial(_pallas, **static))
+            return pallas(*args, interpret=True, **static)
+        return lax.platform_dependent(*args, default=functools.partial(xla, **static),
+                                      cuda=functools.partial(pallas, **static))
 
     op = custom_partitioning(local)
 
     def shardings(x_sharding):
-        b, t, c = tuple(x_sharding.spec) + (None,) * (3 - len(x_sharding.spec))
-        ns = lambda *s: NamedSharding(x_sharding.mesh, P(*s))  # noqa: E731
-        if not transpose:
-            return ns(b, t, c), (x_sharding, ns(), ns(), ns(b, t), ns(c))
-        return ns(b, c, t), (x_sharding, ns(), ns(), ns(b, c), ns(t))
+        axes = dict(zip("btc", tuple(x_sharding.spec) + (None,) * (3 - len(x_sharding.spec))))
+        ns = lambda names: NamedSharding(x_sharding.mesh, P(*(axes[n] for n in names)))  # noqa: E731
+        return ns(out_axes), (x_sharding,) + tuple(ns(a) for a in in_axes)
 
     def infer(mesh, arg_shapes, result_shape):
         return shardings(arg_shapes[0].sharding)[0]
@@ -145,10 +209,31 @@ def _op(spec: QuantSpec, rotate: bool, scale: float, transpose: bool, interpret:
         out, args = shardings(arg_shapes[0].sharding)
         return mesh, local, out, args
 
-    rule = "b t c, r q, s, b c, t -> b c t" if transpose else "b t c, r q, s, b t, c -> b t c"
     op.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=rule,
-                     need_replication_factors=("r", "q", "s"))
+                     need_replication_factors=replicated, **factors)
     return op
+
+
+@functools.cache
+def _op(spec: QuantSpec, rotate: bool, scale: float, transpose: bool, interpret: bool):
+    """The kernel as a partitioned op: x [B, T, C] keeps its sharding, the output [B, C, T] swaps T's
+    and C's (or keeps x's); the rotation, seed and tensor-level scales are replicated; the row indices ([B, C]
+    or [B, T]) and column offsets ([T] or [C]) are sharded like x's axes."""
+    static = dict(spec=spec, rotate=rotate, scale=scale, transpose=transpose)
+    if transpose:
+        return _partitioned(_pallas, _xla, static, interpret, "bct", ("", "", "", "bc", "t"),
+                            "b t c, r q, s, a, b c, t -> b c t", ("r", "q", "s", "a"))
+    return _partitioned(_pallas, _xla, static, interpret, "btc", ("", "", "", "bt", "c"),
+                        "b t c, r q, s, a, b t, c -> b t c", ("r", "q", "s", "a"))
+
+
+@functools.cache
+def _amax_op(rotate: bool, scale: float, transpose: bool, interpret: bool):
+    """The statistics kernel as a partitioned op: x [B, T, C] -> per tile row and column of x, the
+    rotated operand's max |v|, [B, T/_TILE, C], sharded as x (T's tiles as T)."""
+    static = dict(rotate=rotate, scale=scale, transpose=transpose)
+    return _partitioned(_amax_pallas, _amax_xla, static, interpret, "btc", ("",),
+                        "b (t k) c, r q -> b t c", ("k", "r", "q"), k=_TILE)
 
 
 def split_operand(x, spec: QuantSpec, hadamard: HadamardSpec | None, qkey, hkey=None, *, transpose: bool,
@@ -171,8 +256,14 @@ def split_operand(x, spec: QuantSpec, hadamard: HadamardSpec | None, qkey, hkey=
     if rotate:
         rot = rotation_matrix(hadamard, length=row_len, key=hkey, dtype=jnp.bfloat16, normalized=False)
         scale = float(1.0 / np.sqrt(rot.shape[0]))
+    level, s_dec = jnp.ones((2,), jnp.float32), None
+    if spec.two_level:  # a first pass for the tensor amax: rotated, a read-only kernel; else XLA's reduction
+        stats = _amax_op(rotate, scale, transpose, interpret)(x3, rot) if rotate else x3.astype(jnp.float32)
+        level = jnp.stack(tensor_scales(spec, abs_max(stats)))
+        s_dec = level[1]
+    seed = seed_words(qkey) if spec.rounding == "sr" else jnp.zeros((2,), jnp.uint32)
     b_ids, r_ids = (lax.iota(jnp.uint32, n) for n in (x3.shape[0], rows_per))
     rows = (b_ids[:, None] * np.uint32(rows_per) + r_ids[None, :]) * np.uint32(row_len)  # (b·R + r)·L
-    inner = _op(spec, rotate, scale, transpose, interpret)(x3, rot, seed_words(qkey), rows,
+    inner = _op(spec, rotate, scale, transpose, interpret)(x3, rot, seed, level, rows,
                                                             lax.iota(jnp.uint32, row_len))
-    return inner.reshape(lead + (rows_per, row_len)), block_outer(spec)
+    return inner.reshape(lead + (rows_per, row_len)), block_outer(spec, s_dec)

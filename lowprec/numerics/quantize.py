@@ -198,33 +198,44 @@ def _scales(view, reduce_axes, spec: QuantSpec, amax_override=None, exact: bool 
     return group_scales(amax, sigma, spec)
 
 
-def group_scales(amax, sigma, spec: QuantSpec):
+def group_scales(amax, sigma, spec: QuantSpec, tensor_level=None, *, portable: bool = False,
+                 divide=div_rn, cast=cast_scale):
     """`_scales` from the groups' statistics: float32 amax (NaN/Inf where a group holds one) and, for
-    the QuEST rules, sigma; the two-level chain takes its tensor amax as the max of the groups'."""
+    the QuEST rules, sigma. The two-level chain's tensor level, `tensor_scales` of the max of the
+    groups' amaxes, may be given (a kernel that sees one tile). portable: as in round_finite.
+    divide, cast: the correctly rounded division and the scales' rounding (`cast_scale`); a kernel
+    may pass its hardware's, which give the same values."""
     fmt = spec.element
     if not spec.two_level:
-        s = cast_scale(rule_scale(spec.scale_rule, fmt, amax, sigma, spec.amax_eps), spec.scale_format)
+        s = cast(rule_scale(spec.scale_rule, fmt, amax, sigma, spec.amax_eps), spec.scale_format, portable=portable)
         # A power of two divides exactly on any backend; other scales encode with their correctly
         # rounded reciprocal, one per group (a per-element division is not IEEE on GPUs).
-        enc = None if spec.scale_rule in POW2_RULES else div_rn(1.0, jnp.where(s > 0, s, 1.0))
+        enc = None if spec.scale_rule in POW2_RULES else divide(1.0, jnp.where(s > 0, s, 1.0))
         return enc, jnp.where(jnp.isfinite(amax), s, jnp.nan), None
-    # NVFP4 chain (TE kernel): S_enc = max_elem*max_scale/amax_tensor (1 if amax is 0), capped at FLT_MAX.
-    scale_max = get_format(spec.scale_format).max_value if spec.scale_format.startswith("ue") else FLT_MAX
-    # The tensor amax is the max of the block amaxes; the barrier keeps XLA from rewriting it as a
-    # second full pass over the tensor (reduce-of-reduce merging), so one pass feeds both levels.
-    t_amax = abs_max(jax.lax.optimization_barrier(amax))
-    s_enc = jnp.where(t_amax > 0, div_rn(fmt.max_value * scale_max, t_amax), 1.0)
-    s_enc = jnp.minimum(s_enc, FLT_MAX)
-    s_dec = div_rn(1.0, s_enc)
+    if tensor_level is None:  # the barrier keeps XLA from rewriting this max of maxes as a second
+        tensor_level = tensor_scales(spec, abs_max(jax.lax.optimization_barrier(amax)))  # full pass
+    s_enc, s_dec = tensor_level
     mult = s_enc * jnp.float32(1.0 / fmt.max_value)  # folded first, then one multiply per block
-    s_b = cast_scale(jnp.minimum(amax * mult, scale_max), spec.scale_format)
-    enc = jnp.minimum(div_rn(1.0, s_b * s_dec), FLT_MAX)
+    s_b = cast(jnp.minimum(amax * mult, _scale_max(spec)), spec.scale_format, portable=portable)
+    enc = jnp.minimum(divide(1.0, s_b * s_dec), FLT_MAX)
     return enc, jnp.where(jnp.isfinite(amax), s_b, jnp.nan), s_dec
 
 
-def encode(view, enc, s, s_dec, spec: QuantSpec, key=None, *, draws=None):
+def _scale_max(spec: QuantSpec) -> float:
+    return get_format(spec.scale_format).max_value if spec.scale_format.startswith("ue") else FLT_MAX
+
+
+def tensor_scales(spec: QuantSpec, t_amax):
+    """The two-level (NVFP4) chain's (S_enc, S_dec) from the tensor amax, as TE's kernel computes them:
+    S_enc = max_elem·max_scale/amax_tensor (1 if amax is 0), capped at FLT_MAX; S_dec = 1/S_enc."""
+    s_enc = jnp.where(t_amax > 0, div_rn(spec.element.max_value * _scale_max(spec), t_amax), 1.0)
+    s_enc = jnp.minimum(s_enc, FLT_MAX)
+    return s_enc, div_rn(1.0, s_enc)
+
+
+def encode(view, enc, s, s_dec, spec: QuantSpec, key=None, *, draws=None, portable: bool = False):
     """float32 codes of a grouped view from `group_scales`' (enc, s, s_dec); zero in non-finite
-    groups. draws: stochastic rounding's uniforms instead of the key's (see round_integer).
+    groups. draws, portable: as in round_finite.
 
     Non-finite groups store zero codes and carry NaN in their scale. With one scale level a scaled
     value is non-finite only where its group's scale is NaN (amax propagates NaN/Inf), so a
@@ -235,7 +246,8 @@ def encode(view, enc, s, s_dec, spec: QuantSpec, key=None, *, draws=None):
     if spec.headroom != 1.0:
         scaled = scaled * spec.headroom
     finite = jnp.isfinite(s) if s_dec is None else jnp.isfinite(scaled)
-    codes = jnp.where(finite, round_finite(scaled, spec.element, spec.rounding, key, draws=draws), 0.0)
+    codes = jnp.where(finite, round_finite(scaled, spec.element, spec.rounding, key, draws=draws,
+                                                   portable=portable), 0.0)
     fmt = spec.element
     if isinstance(fmt, IntFormat) and not fmt.centered:
         codes = codes * (2.0**fmt.frac_bits)

@@ -80,7 +80,8 @@ def _div_rn(a: jax.Array, b: jax.Array, estimate) -> jax.Array:
     # ma·2^shift - q·mb taken mod 2^32 is the exact remainder: it is small (|Q - q|·mb < 2^31).
     r = lax.bitcast_convert_type((ma << shift.astype(jnp.uint32)) - q * mb, jnp.int32)
     mbi = mb.astype(jnp.int32)
-    d = jnp.round(r.astype(jnp.float32) / mbi.astype(jnp.float32)).astype(jnp.int32)  # coarse step
+    # coarse step, to within one of the exact one (floor(+1/2), not round: Triton kernels call this too)
+    d = jnp.floor(r.astype(jnp.float32) / mbi.astype(jnp.float32) + 0.5).astype(jnp.int32)
     qi, r = q.astype(jnp.int32) + d, r - d * mbi  # now |r| <= mb/2 up to the estimate's slop
     odd = (qi & 1) == 1  # one exact RNE step: |2r| against mb, ties to the even significand
     up = (2 * r > mbi) | ((2 * r == mbi) & odd)
@@ -133,17 +134,20 @@ def uniform_at(seed: jax.Array, idx: jax.Array) -> jax.Array:
 
 
 def round_integer(k: jax.Array, mode: str, key: jax.Array | None = None, odd: jax.Array | None = None,
-                  draws: jax.Array | None = None) -> jax.Array:
-    """Round non-negative float32 k to an integer-valued float32 with the given mode.
+                  draws: jax.Array | None = None, *, portable: bool = False) -> jax.Array:
+    """Round non-negative float32 k (< 2^31) to an integer-valued float32 with the given mode.
 
     `odd` overrides which floors count as odd for ties-to-even (the code's last bit, when the grid
     index is not the code, as in formats without mantissa bits). `draws`: stochastic rounding's
     uniforms for k instead of `uniform(key, k.shape)` (a kernel that sees one tile of a tensor).
+    portable: only operations every kernel backend lowers (Triton has no `round`); same values.
     """
-    if mode == "rne" and odd is None:  # one instruction on GPUs (cvt.rni), where fmod parity was a loop
+    if mode == "rne" and odd is None and not portable:  # one instruction on GPUs (cvt.rni)
         return lax.round(k, lax.RoundingMethod.TO_NEAREST_EVEN)
     floor = jnp.floor(k)
     frac = k - floor  # exact for the magnitudes used here (k < 2^12)
+    if mode == "rne" and odd is None:  # the floor's parity from its integer (fmod parity was a loop)
+        odd = (floor.astype(jnp.int32) & 1) == 1
     if mode == "rne":
         up = (frac > 0.5) | ((frac == 0.5) & odd)
     elif mode == "half_away":
@@ -162,7 +166,7 @@ def round_integer(k: jax.Array, mode: str, key: jax.Array | None = None, odd: ja
     return floor + up.astype(jnp.float32)
 
 
-def _round_float(x: jax.Array, fmt: FloatFormat, mode: str, key, draws=None) -> jax.Array:
+def _round_float(x: jax.Array, fmt: FloatFormat, mode: str, key, draws=None, portable=False) -> jax.Array:
     ax = jnp.abs(x)
     e = _binade(ax)  # below emin only the clamped grid matters, so zero/subnormals may read -127
     if fmt.subnormals:
@@ -177,26 +181,26 @@ def _round_float(x: jax.Array, fmt: FloatFormat, mode: str, key, draws=None) -> 
     odd = None
     if fmt.man_bits == 0:  # one value per binade: its code's last bit is the biased exponent's
         odd = (k >= 1.0) & ((e + fmt.bias) % 2 == 1)
-    r = round_integer(k, mode, key, odd, draws)
+    r = round_integer(k, mode, key, odd, draws, portable=portable)
     # Formats wider than float32 (e8m3, ...) never saturate a float32: cap the constant, not inf.
     y = jnp.minimum(scale_by_pow2(r, -shift, (-shifts[1], -shifts[0])), min(fmt.max_value, FLT_MAX))
-    return jnp.copysign(y, x)
+    return _with_sign_of(y, x) if portable else jnp.copysign(y, x)
 
 
-def with_sign_of(mag: jax.Array, x: jax.Array) -> jax.Array:
-    """mag (>= 0, float32) with x's sign bit: copysign by bits, for Triton kernels, which compute
-    jnp.copysign's -|y| as 0 - |y| and so turn -0 into +0. (XLA keeps copysign: on an H100 this
-    form cost plain MXFP4's GEMM fwd+bwd 13%, 3.09 -> 3.50 ms, 2026-11-23.)"""
+def _with_sign_of(mag: jax.Array, x: jax.Array) -> jax.Array:
+    """mag (>= 0, float32) with x's sign bit: copysign by bits, for Triton kernels (`portable`), which
+    compute jnp.copysign's -|y| as 0 - |y| and so turn -0 into +0. (XLA keeps copysign: on an H100
+    this form cost plain MXFP4's GEMM fwd+bwd 13%, 3.09 -> 3.50 ms, 2026-11-23.)"""
     sign = lax.bitcast_convert_type(x, jnp.uint32) & jnp.uint32(0x80000000)
     return lax.bitcast_convert_type(lax.bitcast_convert_type(mag, jnp.uint32) | sign, jnp.float32)
 
 
-def _round_int(x: jax.Array, fmt: IntFormat, mode: str, key, draws=None) -> jax.Array:
+def _round_int(x: jax.Array, fmt: IntFormat, mode: str, key, draws=None, portable=False) -> jax.Array:
     k = x * (2.0**fmt.frac_bits)
     if fmt.centered:  # levels at half-integers: round k - 1/2 on the integer grid
         k = k - 0.5
-    mag = round_integer(jnp.abs(k), mode, key, draws=draws)
-    r = jnp.copysign(mag, k)
+    mag = round_integer(jnp.abs(k), mode, key, draws=draws, portable=portable)
+    r = _with_sign_of(mag, k) if portable else jnp.copysign(mag, k)
     if fmt.centered:
         r = r + 0.5
     return jnp.clip(r, fmt.qmin, fmt.qmax) * (2.0**-fmt.frac_bits)
@@ -209,27 +213,30 @@ def cast_round_trip(x: jax.Array, dtype) -> jax.Array:
     return lax.optimization_barrier(x.astype(dtype)).astype(jnp.float32)
 
 
-def round_to_format(x: jax.Array, fmt: Format, mode: str = "rne", key: jax.Array | None = None) -> jax.Array:
-    """Round x onto `fmt`'s values (float32 out), saturating at ±max; NaN and ±inf give NaN."""
+def round_to_format(x: jax.Array, fmt: Format, mode: str = "rne", key: jax.Array | None = None, *,
+                    portable: bool = False) -> jax.Array:
+    """Round x onto `fmt`'s values (float32 out), saturating at ±max; NaN and ±inf give NaN.
+    portable: as in round_finite."""
     if mode not in ROUNDING_MODES:
         raise ValueError(f"unknown rounding mode {mode!r}; choose from {ROUNDING_MODES}")
     if mode == "sr" and key is None:
         raise ValueError("rounding='sr' needs an explicit jax.random key (key=...)")
     x = jnp.asarray(x).astype(jnp.float32)
-    return jnp.where(jnp.isfinite(x), round_finite(x, fmt, mode, key), jnp.nan)
+    return jnp.where(jnp.isfinite(x), round_finite(x, fmt, mode, key, portable=portable), jnp.nan)
 
 
 def round_finite(x: jax.Array, fmt: Format, mode: str = "rne", key: jax.Array | None = None, *,
-                 draws: jax.Array | None = None) -> jax.Array:
+                 draws: jax.Array | None = None, portable: bool = False) -> jax.Array:
     """round_to_format for float32 x known to be finite (values elsewhere are unspecified): no
     element-wise NaN/inf test, so a quantizer that masks non-finite groups itself fuses better.
-    draws: as in round_integer."""
-    if mode == "rne" and isinstance(fmt, FloatFormat) and fmt.native_dtype in FP8_DTYPES:
+    draws: as in round_integer. portable: the same bits by arithmetic that a Pallas (Triton) kernel
+    lowers faithfully: no `round`, no FP8 cast behind an optimization barrier, signs set by bits."""
+    if mode == "rne" and not portable and isinstance(fmt, FloatFormat) and fmt.native_dtype in FP8_DTYPES:
         # The hardware's saturating FP8 cast is RNE onto exactly this value set: one instruction
         # instead of the integer-grid arithmetic (the exhaustive tests hold both to ml_dtypes).
         # E2M1 has no cast instruction before Blackwell, and the barrier made XLA write its codes
         # out; the arithmetic fuses (0.28 vs 0.51 ms for 16384x5632 on an H200, 2026-11-23).
         return cast_round_trip(jnp.clip(x, -fmt.max_value, fmt.max_value), fmt.native_dtype)
     if isinstance(fmt, FloatFormat):
-        return _round_float(x, fmt, mode, key, draws)
-    return _round_int(x, fmt, mode, key, draws)
+        return _round_float(x, fmt, mode, key, draws, portable)
+    return _round_int(x, fmt, mode, key, draws, portable)

@@ -63,16 +63,19 @@ def _sigma_scale(rule: str, fmt: Format, sigma: jax.Array) -> jax.Array:
     return jnp.maximum(step, 1e-30) * 2.0**fmt.frac_bits
 
 
-def cast_scale(s: jax.Array, scale_format: str) -> jax.Array:
-    """Round a float32 scale onto its storage format (float32 values out)."""
+def cast_scale(s: jax.Array, scale_format: str, *, portable: bool = False) -> jax.Array:
+    """Round a float32 scale onto its storage format (float32 values out). portable: as in
+    round_finite, for the UE formats (bf16's cast lowers everywhere, but not its barrier)."""
     if scale_format in ("fp32", "e8m0"):  # e8m0 scales are exact powers of two already
         return s
     if scale_format == "bf16":
+        if portable:
+            raise ValueError("cast_scale(portable=True) has no arithmetic form for bf16 scales")
         return cast_round_trip(s, jnp.bfloat16)
     if scale_format == "ue4m3":  # for s >= 0 the value set is E4M3's: its native saturating cast
-        return round_to_format(s, get_format("e4m3"), "rne")
+        return round_to_format(s, get_format("e4m3"), "rne", portable=portable)
     if scale_format == "ue5m3":
-        return round_to_format(s, get_format(scale_format), "rne")
+        return round_to_format(s, get_format(scale_format), "rne", portable=portable)
     raise ValueError(f"unknown scale_format {scale_format!r}; choose from {SCALE_FORMATS}")
 
 

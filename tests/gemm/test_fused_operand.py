@@ -9,6 +9,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -19,12 +20,18 @@ from lowprec.numerics.quantize import quantize, split_scales
 from lowprec.transforms.hadamard import HadamardSpec, apply_hadamard
 
 # (name, spec, hadamard): each backward operand the kernel serves, plus one without a rotation
+_OPERANDS = (("wgrad", "lhs"), ("wgrad", "rhs"), ("dgrad", "lhs"), ("dgrad", "rhs"))
 CASES = [(f"{r}.{role}.{slot}", getattr(getattr(lowprec.recipes.get(r), role), slot).spec,
           getattr(lowprec.recipes.get(r), role).hadamard)
-         for r in ("mxfp4_bwd", "quartet")
-         for role, slot in (("wgrad", "lhs"), ("wgrad", "rhs"), ("dgrad", "lhs"), ("dgrad", "rhs"))]
+         for r in ("mxfp4_bwd", "quartet", "nvfp4") for role, slot in _OPERANDS[:3 if r == "nvfp4" else 4]]
+CASES += [(f"{r}.{role}.{slot}", getattr(getattr(lowprec.recipes.get(r), role), slot).spec,
+           getattr(lowprec.recipes.get(r), role).hadamard)  # one operand of each other served format
+          for r, role, slot in (("mxfp8", "dgrad", "lhs"), ("mxfp6", "wgrad", "rhs"), ("mxfp4", "wgrad", "lhs"),
+                                ("fp4_all_the_way", "wgrad", "lhs"))]
 CASES.append(("mxfp4_sr.plain", dataclasses.replace(lowprec.specs.get("mxfp4"), rounding="sr"), None))
 IDS = [c[0] for c in CASES]
+NON_FINITE = [c for c in CASES if c[0] in ("mxfp4_bwd.wgrad.lhs", "quartet.wgrad.lhs", "nvfp4.wgrad.rhs",
+                                           "nvfp4.dgrad.lhs", "mxfp4_sr.plain")]
 
 
 def _keys(hadamard):
@@ -61,6 +68,8 @@ def _assert_same(got, ref):
 
 def test_served_cases_are_the_recipes_backward_operands():
     assert all(fused_operand.fits((256, 128), jnp.bfloat16, spec, had) for _, spec, had in CASES)
+    nvfp4 = lowprec.recipes.get("nvfp4").dgrad  # its Wᵀ: 16x16 tiles, whose scales span both axes
+    assert not fused_operand.fits((256, 128), jnp.bfloat16, nvfp4.rhs.spec, nvfp4.hadamard)
 
 
 @pytest.mark.parametrize("transpose", [True, False], ids=["transposed", "as_is"])
@@ -87,10 +96,11 @@ def test_leading_axes_and_the_stochastic_draws_follow_the_flat_index():
 
 
 @pytest.mark.parametrize("transpose", [True, False], ids=["transposed", "as_is"])
-@pytest.mark.parametrize("name,spec,hadamard", CASES[:1] + CASES[4:5] + CASES[-1:], ids=IDS[:1] + IDS[4:5] + IDS[-1:])
+@pytest.mark.parametrize("name,spec,hadamard", NON_FINITE, ids=[c[0] for c in NON_FINITE])
 def test_non_finite_blocks_match(name, spec, hadamard, transpose):
-    """A NaN or Inf poisons its own block (NaN operand values) as the composition does, and no other;
-    Triton's max drops NaNs, so the kernel tests for them itself."""
+    """A NaN or Inf poisons its own block (NaN operand values) as the composition does, and no other
+    (two levels: its tensor amax too, so every scale); Triton's max drops NaNs, so the kernel takes
+    integer maxima of the bits."""
     x = _data((1, 128, 128), seed=1).at[0, 3, 5].set(jnp.nan).at[0, 70, 64].set(jnp.inf)
     qkey, hkey = _keys(hadamard)
     got = fused_operand.split_operand(x, spec, hadamard, qkey, hkey, transpose=transpose, interpret=True)
@@ -99,14 +109,30 @@ def test_non_finite_blocks_match(name, spec, hadamard, transpose):
     _assert_same(got, ref)
 
 
+@pytest.mark.parametrize("where", ["inf", "zeros"])
+def test_two_level_tensor_amax_edge_cases(where):
+    """NVFP4's chain where the tensor amax is Inf (S_enc = 0) or zero (S_enc = 1): the statistics
+    pass feeds the same scales as the composition's max of block amaxes."""
+    _, spec, hadamard = next(c for c in CASES if c[0] == "nvfp4.wgrad.lhs")
+    x = jnp.zeros((1, 64, 128), jnp.bfloat16) if where == "zeros" else _data((1, 64, 128), seed=4).at[0, 9, 9].set(jnp.inf)
+    qkey, hkey = _keys(hadamard)
+    for interpret in (True, False):
+        got = fused_operand.split_operand(x, spec, hadamard, qkey, hkey, transpose=True, interpret=interpret)
+        _assert_same(got, _composition(x, spec, hadamard, qkey, hkey, True))
+
+
 def test_fits_and_the_error_for_operands_it_does_not_serve():
     _, spec, had = CASES[0]
     assert fused_operand.fits((4, 128, 64), jnp.bfloat16, spec, had)
     assert not fused_operand.fits((4, 128, 64), jnp.float32, spec, had)  # the rotation's bits need bf16
     assert not fused_operand.fits((4, 96, 64), jnp.bfloat16, spec, had)  # tiles of 64 do not divide 96
     assert not fused_operand.fits((128, 64), jnp.bfloat16, spec, HadamardSpec(size=128))  # wider than a tile
-    for other in ("nvfp4", "mxfp4", "fp8_e4m3_tensor"):  # two levels; round to nearest; per tensor
+    for other in ("nvfp4_tile16", "fp8_e4m3_tensor", "mxint8"):  # tiles; per tensor; an integer format
         assert not fused_operand.fits((128, 64), jnp.bfloat16, lowprec.specs.get(other), None)
+    quest = lowprec.recipes.get("quartet").fprop.lhs.spec  # sigma-based scales need a second statistic
+    assert not fused_operand.fits((128, 64), jnp.bfloat16, quest, None)
+    for field, value in (("scale_format", "bf16"), ("rounding", "half_away")):
+        assert not fused_operand.fits((128, 64), jnp.bfloat16, dataclasses.replace(spec, **{field: value}), None)
     with pytest.raises(ValueError, match="no kernel for a float32 .* check fits"):
         fused_operand.split_operand(jnp.ones((128, 64), jnp.float32), spec, had, jax.random.key(0), transpose=True)
 
@@ -115,10 +141,12 @@ def test_fits_and_the_error_for_operands_it_does_not_serve():
 @pytest.mark.parametrize("interpret", [True, False], ids=["pallas_interpret", "xla"])
 @pytest.mark.parametrize("sharding", [("data", None, None), (None, "data", None), (None, None, "data"),
                                       (None, "data", "model")])
-def test_sharded_operand_runs_per_shard(sharding, interpret, transpose, partitioner):
-    """Each device runs the kernel on its shard (no gather); stochastic rounding draws at the global
-    indices, so the bits are the unsharded ones, and a transposed output swaps T's and C's shardings."""
-    _, spec, hadamard = CASES[0]
+@pytest.mark.parametrize("case", ["mxfp4_bwd.wgrad.lhs", "nvfp4.wgrad.lhs"])
+def test_sharded_operand_runs_per_shard(case, sharding, interpret, transpose, partitioner):
+    """Each device runs the kernel on its shard (no gather; two levels: the statistics pass too, then
+    a scalar all-reduce); stochastic rounding draws at the global indices, so the bits are the
+    unsharded ones, and a transposed output swaps T's and C's shardings."""
+    _, spec, hadamard = next(c for c in CASES if c[0] == case)
     mesh = Mesh(np.asarray(jax.devices()[:4]).reshape(2, 2), ("data", "model"))
     x = _data((2, 256, 128), seed=2)
     qkey, hkey = _keys(hadamard)
@@ -133,8 +161,8 @@ def test_sharded_operand_runs_per_shard(sharding, interpret, transpose, partitio
     assert got[0].sharding.is_equivalent_to(NamedSharding(mesh, P(*out)), 3)
 
 
-@pytest.mark.parametrize("recipe", ["mxfp4_bwd", "quartet"])
-def test_dot_general_gradients_equal_the_unfused_path(recipe, monkeypatch):
+@pytest.mark.parametrize("recipe,served", [("mxfp4_bwd", 4), ("quartet", 4), ("nvfp4", 3), ("mxfp8", 4)])
+def test_dot_general_gradients_equal_the_unfused_path(recipe, served, monkeypatch):
     """The backward takes its operands from the fused pass: the gradients of the transposing path."""
     dn = (((1,), (0,)), ((), ()))
     x, w = _data((256, 128), seed=5), _data((128, 192), seed=6)
@@ -147,7 +175,7 @@ def test_dot_general_gradients_equal_the_unfused_path(recipe, monkeypatch):
     real = fused_operand.split_operand
     monkeypatch.setattr(fused_operand, "split_operand", lambda *a, **k: calls.append(1) or real(*a, **k))
     got = grads()
-    assert len(calls) == 4  # dgrad's dY and Wᵀ, wgrad's dYᵀ and Xᵀ
+    assert len(calls) == served  # dgrad's dY and Wᵀ (not NVFP4's 16x16 tiles), wgrad's dYᵀ and Xᵀ
     monkeypatch.setattr(fused_operand, "fits", lambda *a: False)
     for g, r in zip(got, grads()):
         np.testing.assert_array_equal(_bits(g), _bits(r))
@@ -168,14 +196,43 @@ def test_compiled_kernel_on_gpu_gives_the_bits_of_xla_on_gpu(name, spec, hadamar
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("recipe", ["mxfp4_bwd", "quartet"])
-def test_dot_general_gradients_on_gpu_use_the_kernel(recipe, monkeypatch):
+def test_kernel_division_and_scale_cast_are_exact_on_gpu():
+    """The compiled kernel's scale arithmetic by instructions (PTX div.rn, the FP8 cast) against
+    numpy's IEEE float32 quotients and ml_dtypes' E4M3 cast: every bf16 pattern as 1's divisor and
+    as a scale, and random pairs over 2^±60."""
+    from jax.experimental import pallas as pl
+
+    rng = np.random.default_rng(0)
+    every = np.arange(2**16, dtype=np.uint16).view(ml_dtypes.bfloat16).astype(np.float32)
+    rand = lambda: (rng.standard_normal(3 * 2**16) * np.exp2(rng.integers(-60, 60, 3 * 2**16)))  # noqa: E731
+    a = np.concatenate([np.ones(2**16), rand()]).astype(np.float32).reshape(512, 512)
+    b = np.concatenate([every, rand()]).astype(np.float32).reshape(512, 512)
+    s = np.minimum(np.abs(b), 448.0)  # a scale as group_scales casts it: in [0, 448], or NaN
+
+    def kernel(a_ref, b_ref, s_ref, q_ref, c_ref):
+        q_ref[...] = fused_operand._ieee_divide(a_ref[...], b_ref[...])
+        c_ref[...] = fused_operand._hardware_cast(s_ref[...], "ue4m3", portable=True)
+
+    tile = pl.BlockSpec((64, 64), lambda i, j: (i, j))
+    q, c = pl.pallas_call(kernel, grid=(8, 8), in_specs=[tile] * 3, out_specs=[tile, tile],
+                          out_shape=[jax.ShapeDtypeStruct(a.shape, jnp.float32)] * 2)(a, b, s)
+    with np.errstate(all="ignore"):
+        want_q = a / b
+    want_c = s.astype(ml_dtypes.float8_e4m3fn).astype(np.float32)
+    for got, want, of in ((np.asarray(q), want_q, b), (np.asarray(c), want_c, s)):
+        bad = ~((got.view(np.int32) == want.view(np.int32)) | (np.isnan(got) & np.isnan(want)))
+        assert not bad.any(), (bad.sum(), of[bad][:6], got[bad][:6], want[bad][:6])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("recipe,served", [("mxfp4_bwd", 4), ("quartet", 4), ("nvfp4", 3 + 2)])
+def test_dot_general_gradients_on_gpu_use_the_kernel(recipe, served, monkeypatch):
     """On a GPU the backward runs the kernel, and its gradients are the transposing path's bits."""
     dn = (((1,), (0,)), ((), ()))
     x, w = _data((512, 256), seed=5), _data((256, 384), seed=6)
     loss = lambda a, b: jnp.sum(lowprec.dot_general(a, b, dn, recipe=recipe, key=jax.random.key(1)).astype(jnp.float32) ** 2)  # noqa: E731
     fused = jax.jit(jax.grad(loss, argnums=(0, 1)))
-    assert fused.lower(x, w).compile().as_text().count("__gpu$xla.gpu.triton") >= 4
+    assert fused.lower(x, w).compile().as_text().count("__gpu$xla.gpu.triton") >= served  # NVFP4: + 2 amax passes
     got = fused(x, w)
     monkeypatch.setattr(fused_operand, "fits", lambda *a: False)
     for g, r in zip(got, jax.jit(jax.grad(loss, argnums=(0, 1)))(x, w)):
