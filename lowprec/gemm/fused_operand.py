@@ -35,7 +35,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from lowprec.numerics import fused
 from lowprec.numerics.formats import FloatFormat
 from lowprec.numerics.quantize import (
-    abs_max, abs_max_bits, block_outer, encode, group_scales, quantize, split_scales, tensor_scales,
+    abs_max, abs_max_bits, block_outer, encode, group_scales, quantize, split_scales, tensor_amax, tensor_scales,
 )
 from lowprec.numerics.rounding import seed_words, uniform_at
 from lowprec.numerics.scales import SIGMA_RULES, cast_scale
@@ -256,14 +256,13 @@ def split_operand(x, spec: QuantSpec, hadamard: HadamardSpec | None, qkey, hkey=
     if rotate:
         rot = rotation_matrix(hadamard, length=row_len, key=hkey, dtype=jnp.bfloat16, normalized=False)
         scale = float(1.0 / np.sqrt(rot.shape[0]))
-    level, s_dec = jnp.ones((2,), jnp.float32), None
+    level = jnp.ones((2,), jnp.float32)  # (S_enc, S_dec) of the two-level chain
     if spec.two_level:  # a first pass for the tensor amax: rotated, a read-only kernel; else XLA's reduction
-        stats = _amax_op(rotate, scale, transpose, interpret)(x3, rot) if rotate else x3.astype(jnp.float32)
-        level = jnp.stack(tensor_scales(spec, abs_max(stats)))
-        s_dec = level[1]
+        t_amax = abs_max(_amax_op(rotate, scale, transpose, interpret)(x3, rot)) if rotate else tensor_amax(x3)
+        level = jnp.stack(tensor_scales(spec, t_amax))
     seed = seed_words(qkey) if spec.rounding == "sr" else jnp.zeros((2,), jnp.uint32)
     b_ids, r_ids = (lax.iota(jnp.uint32, n) for n in (x3.shape[0], rows_per))
     rows = (b_ids[:, None] * np.uint32(rows_per) + r_ids[None, :]) * np.uint32(row_len)  # (b·R + r)·L
     inner = _op(spec, rotate, scale, transpose, interpret)(x3, rot, seed, level, rows,
                                                             lax.iota(jnp.uint32, row_len))
-    return inner.reshape(lead + (rows_per, row_len)), block_outer(spec, s_dec)
+    return inner.reshape(lead + (rows_per, row_len)), block_outer(spec, level[1] if spec.two_level else None)
