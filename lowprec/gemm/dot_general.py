@@ -10,6 +10,7 @@ backward works in the rotated domain (fwd_q sources, or masks of the clipped/QuE
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -17,12 +18,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from lowprec.gemm import fused_gradient
 from lowprec.gemm.config import GemmConfig, Recipe
 from lowprec.gemm.qgemm import (
-    Transposed, matmul, prepare_operands, qgemm, quantize_operand_pair, reusable_codes, role_key, rotate,
+    Split, Transposed, matmul, prepare_operands, qgemm, quantize_operand_pair, reusable_codes, role_key, rotate,
 )
 from lowprec.numerics.formats import IntFormat
-from lowprec.numerics.quantize import QArray, dequantize, element_scale, tensor_amax
+from lowprec.numerics.quantize import QArray, block_outer, dequantize, element_scale, tensor_amax
 from lowprec.transforms.hadamard import inverse_hadamard
 
 
@@ -120,14 +122,31 @@ def qdot(l, r, key, amax, x_amax, recipe, out_dtype, precision):
     return _fprop(l, r, key, amax, x_amax, recipe, out_dtype, precision, backward=False)[0]
 
 
-def _keep_mask(x, q, estimator: str):
-    """Where the gradient passes: not clipped (clipped_ste), or within half a step (quest_trust)."""
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["values", "bound"], meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class _Clip:
+    """A clipping mask as what it is computed from (`fused_gradient.keep`): the rotated operand and its
+    blocks' bounds along the last axis (largest value x block step), so that the backward can apply it
+    and the inverse rotation in one pass."""
+
+    values: jax.Array
+    bound: jax.Array
+
+
+def _keep_mask(x, q, spec, estimator: str):
+    """Where the gradient passes: not clipped (clipped_ste), or within half a step (quest_trust).
+    x: the rotated operand; q: its QArray, or its forward `Split` (one-level block scales, outer 1)."""
+    if isinstance(q, Split):
+        return _Clip(x, spec.element.max_value * q.scale)
     if not isinstance(q, QArray):
         return None
-    step = element_scale(q)
-    if estimator == "quest_trust" and isinstance(q.spec.element, IntFormat):
-        return jnp.abs(dequantize(q, jnp.float32) - x) <= 0.5 * step * (1 + 1e-6)
-    return jnp.abs(x) <= q.spec.element.max_value * step
+    fmt, layout = q.spec.element, q.layout
+    if estimator == "quest_trust" and isinstance(fmt, IntFormat):
+        step = element_scale(q)
+        return jnp.abs(dequantize(q, jnp.float32) - x.astype(jnp.float32)) <= 0.5 * step * (1 + 1e-6)
+    if layout.granularity == "block" and layout.axis == x.ndim - 1 and layout.padded == layout.shape:
+        return _Clip(x, fmt.max_value * (q.scale.astype(jnp.float32) * block_outer(q.spec, q.global_scale)))
+    return jnp.abs(x.astype(jnp.float32)) <= fmt.max_value * element_scale(q)
 
 
 def _reuse(recipe: Recipe) -> tuple[bool, bool, bool]:
@@ -144,11 +163,12 @@ def _qdot_fwd(l, r, key, amax, x_amax, recipe, out_dtype, precision):
     y, a, b, qa, qb, x_t, w_t = _fprop(l, r, key, amax, x_amax, recipe, out_dtype, precision, backward=True)
     masks = None
     if recipe.estimator != "ste":
-        masks = (_keep_mask(a.astype(jnp.float32), qa, recipe.estimator),
-                 _keep_mask(b.astype(jnp.float32), qb, recipe.estimator))
+        masks = (_keep_mask(a, qa, recipe.fprop.lhs.spec, recipe.estimator),
+                 _keep_mask(b, qb, recipe.fprop.rhs.spec, recipe.estimator))
     reuse_w, reuse_x, _ = _reuse(recipe)
-    saved_q = (x_t if reuse_x else qa if recipe.wgrad.rhs.source == "fwd_q" else None,
-               w_t if reuse_w else qb if recipe.dgrad.rhs.source == "fwd_q" else None)
+    fwd_q = lambda q: q.inner if isinstance(q, Split) else q  # noqa: E731  (a forward Split's inner is dequantized)
+    saved_q = (x_t if reuse_x else fwd_q(qa) if recipe.wgrad.rhs.source == "fwd_q" else None,
+               w_t if reuse_w else fwd_q(qb) if recipe.dgrad.rhs.source == "fwd_q" else None)
     # high-precision originals only where a backward GEMM re-quantizes them (else an empty stand-in)
     keep = lambda x, reused: x[..., :0] if reused else x  # noqa: E731
     return y, (keep(l, reuse_x), keep(r, reuse_w), key, amax, saved_q, masks)
@@ -161,8 +181,8 @@ def _qdot_bwd(recipe, out_dtype, precision, res, g):
     reuse_w, reuse_x, share_dy = _reuse(recipe)
     # Backward operands: the forward's transposed per-tensor codes (reuse), or a transpose of the
     # forward-quantized (rotated) tensor or of the high-precision original.
-    w_t = qb if reuse_w else Transposed(dequantize(qb, l.dtype) if qb is not None else r)
-    x_t = qa if reuse_x else Transposed(dequantize(qa, r.dtype) if qa is not None else l)
+    w_t = qb if reuse_w else Transposed(_dequantized(qb, l.dtype) if qb is not None else r)
+    x_t = qa if reuse_x else Transposed(_dequantized(qa, r.dtype) if qa is not None else l)
     if share_dy:
         g_d, g_w = quantize_operand_pair(g, recipe.dgrad.lhs.spec, ref_g)
     else:
@@ -171,24 +191,40 @@ def _qdot_bwd(recipe, out_dtype, precision, res, g):
     direct = masks is None and fcfg.hadamard is None
     g_l = qgemm(g_d, w_t, recipe.dgrad, key, "dgrad", precision, l.dtype if direct else jnp.float32, (ref_g, ref_w))
     g_r = qgemm(g_w, x_t, recipe.wgrad, key, "wgrad", precision, r.dtype if direct else jnp.float32, (ref_g, ref_x))
-    g_l = _to_input_domain(g_l, qb is not None and not reuse_w, masks and masks[0], fcfg, key)
-    g_r = _to_input_domain(g_r, qa is not None and not reuse_x, masks and masks[1], fcfg, key)
+    g_l = _to_input_domain(g_l, qb is not None and not reuse_w, masks and masks[0], fcfg, key, l.dtype)
+    g_r = _to_input_domain(g_r, qa is not None and not reuse_x, masks and masks[1], fcfg, key, r.dtype, stored_t=True)
     amax_ct = None if amax is None else (jnp.zeros_like(ref_x), jnp.zeros_like(ref_w), tensor_amax(g))
-    return g_l.astype(l.dtype), g_r.astype(r.dtype), None, amax_ct, None  # no gradient for x_amax (a statistic)
+    return g_l, g_r, None, amax_ct, None  # no gradient for x_amax (a statistic)
 
 
-def _to_input_domain(grad, rotated: bool, mask, fcfg: GemmConfig, key):
-    """Apply the estimator mask (rotated domain) and undo the forward rotation where needed."""
+def _dequantized(q, dtype):
+    """A saved forward operand in `dtype`: a QArray dequantized, or already dequantized (a `Split`'s inner)."""
+    return dequantize(q, dtype) if isinstance(q, QArray) else q.astype(dtype)
+
+
+def _to_input_domain(grad, rotated: bool, mask, fcfg: GemmConfig, key, dtype, stored_t: bool = False):
+    """Apply the estimator mask (rotated domain) and undo the forward rotation where needed, in
+    `dtype`; a clipping mask on a rotated gradient in one fused pass where the kernel fits.
+    stored_t: the operand is usually stored transposed (a weight [K, N]): the pass writes its
+    gradient in that layout (a transpose of it that XLA cancels with the canonical form's), so
+    that the optimizer's update does not read it transposed."""
+    had = fcfg.hadamard
+    k = role_key(key, "fprop", "hadamard") if had is not None and had.needs_key else None
+    if isinstance(mask, _Clip):
+        block = mask.values.shape[-1] // mask.bound.shape[-1]
+        if rotated and fused_gradient.fits(grad.shape, grad.dtype, mask.values.dtype, block, had):
+            out = fused_gradient.masked_inverse(grad, mask.values, mask.bound, had, k, dtype, transpose=stored_t)
+            return jnp.swapaxes(out, -1, -2) if stored_t else out
+        mask = fused_gradient.keep(mask.values, mask.bound)
     if mask is None and not rotated:
-        return grad
-    if fcfg.hadamard is None:
-        return grad * mask if mask is not None else grad
+        return grad.astype(dtype)
+    if had is None:
+        return (grad * mask if mask is not None else grad).astype(dtype)
     if not rotated:
         grad = rotate(grad, fcfg, key, "fprop")
     if mask is not None:
         grad = grad * mask
-    k = role_key(key, "fprop", "hadamard") if fcfg.hadamard.needs_key else None
-    return inverse_hadamard(grad, fcfg.hadamard, axis=-1, key=k)
+    return inverse_hadamard(grad, had, axis=-1, key=k).astype(dtype)
 
 
 qdot.defvjp(_qdot_fwd, _qdot_bwd)

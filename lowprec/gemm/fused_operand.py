@@ -8,13 +8,16 @@ their block scales (the bf16 GEMM operand): several passes, a transpose at ~2/3 
 contraction axis on tensor cores, takes the block amaxes, rounds (nearest-even or stochastically),
 and stores codes·block scales: the [B, C, T] (or [B, T, C]) bf16 operand. NVFP4's two-level chain
 needs the tensor amax first: XLA's reduction, or for a rotated operand a read-only pass of the
-same kernel shape (`_amax_op`).
+same kernel shape (`_amax_op`). `forward_operand` is the same pass for a forward operand whose
+rotated values and block scales the backward needs too (QuEST's sigma scales, where XLA takes the
+block std's two reductions and the codes as passes of their own): it stores all three.
 
 Same bits as the composition it replaces (`reference`: swapaxes -> apply_hadamard -> quantize ->
 split_scales) by construction: one function (`_operand`) computes a tile with the quantizer's own
 scale and encode functions (in their `portable` form, which Triton lowers), draws stochastic
 rounding's uniforms at each element's flat index in the output, and rotates with the same bf16 ±1
-products summed in float32 (up to the order of those sums, which a GPU test checks). Compiled, the
+products summed in float32 (up to the order of those sums, and of QuEST's std, which GPU tests
+check). Compiled, the
 scales' correctly rounded division and UE4M3 cast are single GPU instructions (tested exhaustively
 on GPUs). In programs over several devices a `custom_partitioning` rule lets each device run it on
 its shard (element indices come in as arrays sharded like x, so they stay global).
@@ -29,31 +32,30 @@ import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas.triton import elementwise_inline_asm as triton_asm
-from jax.experimental.custom_partitioning import custom_partitioning
-from jax.sharding import NamedSharding, PartitionSpec as P
 
+from lowprec.gemm import tiles
 from lowprec.numerics import fused
 from lowprec.numerics.formats import FloatFormat
 from lowprec.numerics.quantize import (
-    abs_max, abs_max_bits, block_outer, encode, group_scales, quantize, split_scales, tensor_amax, tensor_scales,
+    abs_max, abs_max_bits, block_outer, encode, group_scales, quantize, split_scales, spread, tensor_amax,
+    tensor_scales,
 )
 from lowprec.numerics.rounding import seed_words, uniform_at
-from lowprec.numerics.scales import SIGMA_RULES, cast_scale
+from lowprec.numerics.scales import cast_scale
 from lowprec.numerics.spec import QuantSpec
 from lowprec.transforms.hadamard import HadamardSpec, apply_hadamard, rotation_matrix
 
-# Square tiles, [T, C] in and [C, T] out; T's side holds whole Hadamard blocks. Per 16384 x 5632
-# bf16 operand on an H100 (2026-11-23): 0.27 ms against XLA's 0.55; warps and stages change < 6%.
-_TILE, _WARPS = 64, 4
+# Square tiles (`tiles.TILE`), [T, C] in and [C, T] out; T's side holds whole Hadamard blocks.
+_TILE = tiles.TILE
 
 
 def fits(shape: tuple[int, ...], dtype, spec: QuantSpec | None, hadamard: HadamardSpec | None) -> bool:
     """Whether the kernel computes this operand: a bf16 x [..., T, C] whose tiles divide T and C,
-    quantized in blocks that divide a tile by a float format with amax-based scales (one level, or
-    NVFP4's two) stored in e8m0, fp32 or a UE format, rounded to nearest even or stochastically,
-    rotated (if at all) by the matmul form in blocks of 16 to 64."""
+    quantized in blocks that divide a tile by a float format with amax- or sigma-based scales (one
+    level, or NVFP4's two) stored in e8m0, fp32 or a UE format, rounded to nearest even or
+    stochastically, rotated (if at all) by the matmul form in blocks of 16 to 64."""
     if not (isinstance(spec, QuantSpec) and spec.granularity == "block" and isinstance(spec.element, FloatFormat)
-            and spec.scale_rule not in SIGMA_RULES and spec.scale_format != "bf16"
+            and spec.scale_format != "bf16"
             and spec.rounding in ("rne", "sr") and _TILE % spec.block == 0):
         return False
     if hadamard is not None and not (hadamard.impl == "matmul" and 16 <= hadamard.size <= _TILE):
@@ -70,6 +72,14 @@ def reference(x, spec: QuantSpec, hadamard: HadamardSpec | None, qkey, hkey=None
         xt = apply_hadamard(xt, hadamard, axis=-1, key=hkey)
     inner, outer = split_scales(quantize(xt, spec, key=qkey, axis=-1))
     return inner.astype(jnp.bfloat16), outer
+
+
+def forward_reference(x, spec: QuantSpec, hadamard: HadamardSpec | None, qkey, hkey=None):
+    """(rotated x, inner bf16, block scales float32 [..., T, C / block]) of x [..., T, C] rotated and
+    block-quantized along its last axis: what `forward_operand` computes, by composition."""
+    v = x if hadamard is None else apply_hadamard(x, hadamard, axis=-1, key=hkey)
+    q = quantize(v, spec, key=qkey, axis=-1)
+    return v, split_scales(q)[0].astype(jnp.bfloat16), q.scale.astype(jnp.float32)
 
 
 def _rotated(x, rot, *, scale: float, transpose: bool):
@@ -113,67 +123,62 @@ def _operand(x, rot, seed, level, rows, cols, *, spec: QuantSpec, scale: float, 
     axis, times the block scales (bf16). seed: the two uint32 seed words; level: the two-level
     chain's (S_enc, S_dec) (computed outside: Triton cannot bitcast a constant); rows, cols: uint32
     flat index of each output row's first element, and each column's offset in it (stochastic
-    rounding's draws). hardware: the scales' division and cast by GPU instructions (compiled kernels)."""
+    rounding's draws). hardware: the scales' division and cast by GPU instructions (compiled kernels).
+    Returns (inner, v, block scales [rows, row length / block] float32)."""
     v = _rotated(x, rot, scale=scale, transpose=transpose)
     c, t = v.shape
     view = v.astype(jnp.float32).reshape(c, t // spec.block, spec.block)
     ops = dict(divide=_ieee_divide, cast=_hardware_cast) if hardware else {}
-    enc, s, s_dec = group_scales(abs_max_bits(view, -1, keepdims=True), None, spec,
+    enc, s, s_dec = group_scales(abs_max_bits(view, -1, keepdims=True), spread(view, -1, spec), spec,
                                  level if spec.two_level else None, portable=True, **ops)
     draws = uniform_at(seed, (rows[:, None] + cols[None, :]).reshape(view.shape)) if spec.rounding == "sr" else None
     codes = encode(view, enc, s, s_dec, spec, draws=draws, portable=True)
-    return (codes * s).reshape(c, t).astype(jnp.bfloat16)
+    return (codes * s).reshape(c, t).astype(jnp.bfloat16), v, s.reshape(c, t // spec.block)
 
 
-def _kernel(x_ref, rot_ref, seed_ref, level_ref, rows_ref, cols_ref, out_ref, *, rotate, **static):
-    out_ref[...] = _operand(x_ref[...], rot_ref[...] if rotate else None, (seed_ref[0], seed_ref[1]),
-                            (level_ref[0], level_ref[1]), rows_ref[...], cols_ref[...], **static)
+def _kernel(x_ref, rot_ref, seed_ref, level_ref, rows_ref, cols_ref, *out_refs, rotate, **static):
+    """out_refs: the inner operand, and for a forward operand also v and the block scales."""
+    outs = _operand(x_ref[...], rot_ref[...] if rotate else None, (seed_ref[0], seed_ref[1]),
+                    (level_ref[0], level_ref[1]), rows_ref[...], cols_ref[...], **static)
+    for ref, value in zip(out_refs, outs):
+        ref[...] = value
 
 
 def _amax_kernel(x_ref, rot_ref, out_ref, *, rotate, **static):
     out_ref[...] = _column_amax(x_ref[...], rot_ref[...] if rotate else None, **static)
 
 
-def _whole(*shape):
-    return pl.BlockSpec(shape, lambda n, i, j: (0,) * len(shape))
-
-
-def _tiled_call(kernel, x, rot, *extra, extra_specs, out_spec, out_shape, interpret):
-    """`kernel` over x [B, T, C] in [_TILE, _TILE] tiles, with the whole rotation and `extra` inputs."""
-    b, t, c = x.shape
-    params = {} if interpret else {"compiler_params": fused.triton_params(_WARPS)}
-    return pl.pallas_call(
-        kernel, grid=(b, t // _TILE, c // _TILE),
-        in_specs=[pl.BlockSpec((None, _TILE, _TILE), lambda n, i, j: (n, i, j)), _whole(*rot.shape), *extra_specs],
-        out_specs=out_spec, out_shape=out_shape, interpret=interpret, **params,
-    )(x, rot, *extra)
-
-
-def _pallas(x, rot, seed, level, rows, cols, *, transpose, interpret=False, **static):
+def _pallas(x, rot, seed, level, rows, cols, *, transpose, forward, interpret=False, **static):
     b, t, c = x.shape
     out = (lambda n, i, j: (n, j, i)) if transpose else (lambda n, i, j: (n, i, j))
     row, col = ((lambda n, i, j: (n, j)), (lambda n, i, j: (i,))) if transpose else (
         (lambda n, i, j: (n, i)), (lambda n, i, j: (j,)))
-    return _tiled_call(
+    out_spec = pl.BlockSpec((None, _TILE, _TILE), out)
+    out_shape = jax.ShapeDtypeStruct((b, c, t) if transpose else (b, t, c), jnp.bfloat16)
+    if forward:  # + v and the block scales (never transposed)
+        block = static["spec"].block
+        out_spec = [out_spec, out_spec, tiles.tile_spec(_TILE // block)]
+        out_shape = [out_shape, out_shape, jax.ShapeDtypeStruct((b, t, c // block), jnp.float32)]
+    return tiles.tiled_call(
         functools.partial(_kernel, transpose=transpose, hardware=not interpret, **static), x, rot, seed, level,
         rows, cols,
-        extra_specs=[_whole(2), _whole(2), pl.BlockSpec((None, _TILE), row), pl.BlockSpec((_TILE,), col)],
-        out_spec=pl.BlockSpec((None, _TILE, _TILE), out), interpret=interpret,
-        out_shape=jax.ShapeDtypeStruct((b, c, t) if transpose else (b, t, c), jnp.bfloat16))
+        extra_specs=[tiles.whole(2), tiles.whole(2), pl.BlockSpec((None, _TILE), row), pl.BlockSpec((_TILE,), col)],
+        out_spec=out_spec, interpret=interpret, out_shape=out_shape)
 
 
 def _amax_pallas(x, rot, *, interpret=False, **static):
     b, t, c = x.shape
-    return _tiled_call(functools.partial(_amax_kernel, **static), x, rot, extra_specs=[],
-                       out_spec=pl.BlockSpec((None, None, _TILE), lambda n, i, j: (n, i, j)),
-                       out_shape=jax.ShapeDtypeStruct((b, t // _TILE, c), jnp.float32), interpret=interpret)
+    return tiles.tiled_call(functools.partial(_amax_kernel, **static), x, rot, extra_specs=[],
+                            out_spec=pl.BlockSpec((None, None, _TILE), lambda n, i, j: (n, i, j)),
+                            out_shape=jax.ShapeDtypeStruct((b, t // _TILE, c), jnp.float32), interpret=interpret)
 
 
-def _xla(x, rot, seed, level, rows, cols, *, rotate, **static):
+def _xla(x, rot, seed, level, rows, cols, *, rotate, forward, **static):
     """The kernel's arithmetic on whole [T, C] slices (backends without the Pallas kernel)."""
     one = functools.partial(_operand, rot=rot if rotate else None, seed=(seed[0], seed[1]),
                             level=(level[0], level[1]), **static)
-    return jax.vmap(lambda xb, rb: one(xb, rows=rb, cols=cols))(x, rows)
+    outs = jax.vmap(lambda xb, rb: one(xb, rows=rb, cols=cols))(x, rows)
+    return outs if forward else outs[0]
 
 
 def _amax_xla(x, rot, *, rotate, **static):
@@ -183,48 +188,22 @@ def _amax_xla(x, rot, *, rotate, **static):
     return jax.vmap(jax.vmap(one))(x.reshape(b, t // _TILE, _TILE, c))
 
 
-def _partitioned(pallas, xla, static: dict, interpret: bool, out_axes: str, in_axes: tuple[str, ...], rule: str,
-                 replicated: tuple[str, ...], **factors):
-    """`pallas` (or, off CUDA, `xla`) as an op XLA's SPMD partitioner splits per shard, x [B, T, C]
-    first. out_axes and in_axes (the other inputs) name, per axis, which of x's axes ("b", "t", "c")
-    it is sharded like ("": replicated); rule, replicated, factors: the Shardy rule. In a
-    one-device program JAX inlines `local` itself."""
-    def local(*args):
-        if interpret:
-            return pallas(*args, interpret=True, **static)
-        return lax.platform_dependent(*args, default=functools.partial(xla, **static),
-                                      cuda=functools.partial(pallas, **static))
-
-    op = custom_partitioning(local)
-
-    def shardings(x_sharding):
-        axes = dict(zip("btc", tuple(x_sharding.spec) + (None,) * (3 - len(x_sharding.spec))))
-        ns = lambda names: NamedSharding(x_sharding.mesh, P(*(axes[n] for n in names)))  # noqa: E731
-        return ns(out_axes), (x_sharding,) + tuple(ns(a) for a in in_axes)
-
-    def infer(mesh, arg_shapes, result_shape):
-        return shardings(arg_shapes[0].sharding)[0]
-
-    def partition(mesh, arg_shapes, result_shape):
-        out, args = shardings(arg_shapes[0].sharding)
-        return mesh, local, out, args
-
-    op.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=rule,
-                     need_replication_factors=replicated, **factors)
-    return op
-
-
 @functools.cache
-def _op(spec: QuantSpec, rotate: bool, scale: float, transpose: bool, interpret: bool):
+def _op(spec: QuantSpec, rotate: bool, scale: float, transpose: bool, forward: bool, interpret: bool):
     """The kernel as a partitioned op: x [B, T, C] keeps its sharding, the output [B, C, T] swaps T's
     and C's (or keeps x's); the rotation, seed and tensor-level scales are replicated; the row indices ([B, C]
-    or [B, T]) and column offsets ([T] or [C]) are sharded like x's axes."""
-    static = dict(spec=spec, rotate=rotate, scale=scale, transpose=transpose)
+    or [B, T]) and column offsets ([T] or [C]) are sharded like x's axes. A forward operand's v and
+    block scales [B, T, C / block] are sharded as x (the scales' blocks as C)."""
+    static = dict(spec=spec, rotate=rotate, scale=scale, transpose=transpose, forward=forward)
+    if forward:
+        return tiles.partitioned(_pallas, _xla, static, interpret, ("btc", "btc", "btc"), ("", "", "", "bt", "c"),
+                                 "b t (c k), r q, s, a, b t, (c k) -> b t (c k), b t (c k), b t c",
+                                 ("k", "r", "q", "s", "a"), k=spec.block)
     if transpose:
-        return _partitioned(_pallas, _xla, static, interpret, "bct", ("", "", "", "bc", "t"),
-                            "b t c, r q, s, a, b c, t -> b c t", ("r", "q", "s", "a"))
-    return _partitioned(_pallas, _xla, static, interpret, "btc", ("", "", "", "bt", "c"),
-                        "b t c, r q, s, a, b t, c -> b t c", ("r", "q", "s", "a"))
+        return tiles.partitioned(_pallas, _xla, static, interpret, "bct", ("", "", "", "bc", "t"),
+                                 "b t c, r q, s, a, b c, t -> b c t", ("r", "q", "s", "a"))
+    return tiles.partitioned(_pallas, _xla, static, interpret, "btc", ("", "", "", "bt", "c"),
+                             "b t c, r q, s, a, b t, c -> b t c", ("r", "q", "s", "a"))
 
 
 @functools.cache
@@ -232,23 +211,14 @@ def _amax_op(rotate: bool, scale: float, transpose: bool, interpret: bool):
     """The statistics kernel as a partitioned op: x [B, T, C] -> per tile row and column of x, the
     rotated operand's max |v|, [B, T/_TILE, C], sharded as x (T's tiles as T)."""
     static = dict(rotate=rotate, scale=scale, transpose=transpose)
-    return _partitioned(_amax_pallas, _amax_xla, static, interpret, "btc", ("",),
-                        "b (t k) c, r q -> b t c", ("k", "r", "q"), k=_TILE)
+    return tiles.partitioned(_amax_pallas, _amax_xla, static, interpret, "btc", ("",),
+                             "b (t k) c, r q -> b t c", ("k", "r", "q"), k=_TILE)
 
 
-def split_operand(x, spec: QuantSpec, hadamard: HadamardSpec | None, qkey, hkey=None, *, transpose: bool,
-                  interpret: bool = False):
-    """`reference(x, spec, hadamard, qkey, hkey, transpose=transpose)` for x [..., T, C] where `fits`:
-    the Pallas kernel on CUDA devices where this JAX has Pallas's Triton backend (anywhere with
-    interpret=True, for tests), the same arithmetic in XLA on other backends, the composition itself
-    without Triton."""
-    if not fits(x.shape, x.dtype, spec, hadamard):
-        raise ValueError(f"split_operand: no kernel for a {jnp.dtype(x.dtype).name} {tuple(x.shape)} operand "
-                         f"quantized as {spec.describe() if isinstance(spec, QuantSpec) else spec!r} "
-                         f"with hadamard={hadamard}; check fits() first")
-    if not interpret and fused.triton() is None:
-        return reference(x, spec, hadamard, qkey, hkey, transpose=transpose)
-    lead, (t, c) = x.shape[:-2], x.shape[-2:]
+def _run(x, spec: QuantSpec, hadamard: HadamardSpec | None, qkey, hkey, transpose: bool, forward: bool,
+         interpret: bool):
+    """The kernel's op on x [..., T, C] as [B, T, C], its inputs prepared: (outputs, (S_enc, S_dec))."""
+    t, c = x.shape[-2:]
     x3 = x.reshape((-1, t, c))
     rows_per, row_len = (c, t) if transpose else (t, c)  # the output's [rows, row length] per batch
     rotate = hadamard is not None
@@ -263,6 +233,42 @@ def split_operand(x, spec: QuantSpec, hadamard: HadamardSpec | None, qkey, hkey=
     seed = seed_words(qkey) if spec.rounding == "sr" else jnp.zeros((2,), jnp.uint32)
     b_ids, r_ids = (lax.iota(jnp.uint32, n) for n in (x3.shape[0], rows_per))
     rows = (b_ids[:, None] * np.uint32(rows_per) + r_ids[None, :]) * np.uint32(row_len)  # (b·R + r)·L
-    inner = _op(spec, rotate, scale, transpose, interpret)(x3, rot, seed, level, rows,
-                                                            lax.iota(jnp.uint32, row_len))
-    return inner.reshape(lead + (rows_per, row_len)), block_outer(spec, level[1] if spec.two_level else None)
+    outs = _op(spec, rotate, scale, transpose, forward, interpret)(x3, rot, seed, level, rows,
+                                                                   lax.iota(jnp.uint32, row_len))
+    return outs, level
+
+
+def _check(name: str, x, spec, hadamard):
+    if not fits(x.shape, x.dtype, spec, hadamard):
+        raise ValueError(f"{name}: no kernel for a {jnp.dtype(x.dtype).name} {tuple(x.shape)} operand "
+                         f"quantized as {spec.describe() if isinstance(spec, QuantSpec) else spec!r} "
+                         f"with hadamard={hadamard}; check fits() first")
+
+
+def split_operand(x, spec: QuantSpec, hadamard: HadamardSpec | None, qkey, hkey=None, *, transpose: bool,
+                  interpret: bool = False):
+    """`reference(x, spec, hadamard, qkey, hkey, transpose=transpose)` for x [..., T, C] where `fits`:
+    the Pallas kernel on CUDA devices where this JAX has Pallas's Triton backend (anywhere with
+    interpret=True, for tests), the same arithmetic in XLA on other backends, the composition itself
+    without Triton."""
+    _check("split_operand", x, spec, hadamard)
+    if not interpret and fused.triton() is None:
+        return reference(x, spec, hadamard, qkey, hkey, transpose=transpose)
+    inner, level = _run(x, spec, hadamard, qkey, hkey, transpose, False, interpret)
+    t, c = x.shape[-2:]
+    shape = x.shape[:-2] + ((c, t) if transpose else (t, c))
+    return inner.reshape(shape), block_outer(spec, level[1] if spec.two_level else None)
+
+
+def forward_operand(x, spec: QuantSpec, hadamard: HadamardSpec | None, qkey, hkey=None, *, interpret: bool = False):
+    """`forward_reference(x, spec, hadamard, qkey, hkey)` for a one-level spec where `fits`, from the
+    same kernel (placed as split_operand's): a forward operand whose rotated values and block scales
+    the backward needs (a clipping estimator's mask, a backward GEMM reusing its codes)."""
+    _check("forward_operand", x, spec, hadamard)
+    if spec.two_level:
+        raise ValueError("forward_operand: the two-level (NVFP4) chain's scales are not the block scales alone; "
+                         "use split_operand")
+    if not interpret and fused.triton() is None:
+        return forward_reference(x, spec, hadamard, qkey, hkey)
+    (inner, v, scales), _ = _run(x, spec, hadamard, qkey, hkey, False, True, interpret)
+    return v.reshape(x.shape), inner.reshape(x.shape), scales.reshape(x.shape[:-1] + (-1,))

@@ -56,10 +56,14 @@ class Transposed:
 @dataclasses.dataclass(frozen=True)
 class Split:
     """An operand as split_scales splits a QArray: bf16 codes·(scales varying along the contraction)
-    and the float32 factors constant along it (`fused_operand.split_operand`'s output)."""
+    and the float32 factors constant along it (`fused_operand.split_operand`'s output). A forward
+    operand (`fused_operand.forward_operand`) also carries its block scales (float32 [..., C / block])
+    and the rotated values they quantize, for the backward."""
 
     inner: jax.Array
     outer: jax.Array
+    scale: jax.Array | None = None
+    values: jax.Array | None = None
 
 
 def role_key(key, role: str, slot: str):
@@ -162,20 +166,28 @@ def _scale_output(out, outer_a, outer_b, dtype):
 
 
 def _fused(x, op: OperandConfig, cfg: GemmConfig, key, role: str, slot: str, amax):
-    """A backward operand (an array, or `Transposed`) as a `Split` from one fused pass where its kernel
-    applies (no recorded amax, codes·scales exact in bf16); else a `Transposed` one materialized
-    by a transpose, any other as it is. Forward operands stay QArrays: the backward reuses them."""
-    if role == "fprop" or isinstance(x, (QArray, Split)):
+    """An operand (an array, or a backward one's `Transposed`) as a `Split` from one fused pass where
+    its kernel applies (no recorded amax, codes·scales exact in bf16); else a `Transposed` one
+    materialized by a transpose, any other as it is. Forward operands are served only with QuEST
+    sigma scales (one level, no headroom: inner is the dequantized tensor), where XLA takes the
+    std's two reductions and the codes as passes of their own; others stay QArrays (XLA fuses
+    their quantization into the GEMM's operand read)."""
+    if isinstance(x, (QArray, Split)):
         return x
     transpose = isinstance(x, Transposed)
     t = x.of if transpose else x
     spec = op.spec
-    if (amax is None and spec is not None and bf16_exact(spec) and spec.element.emax <= _MAX_CODE_EXP
+    if not (amax is None and spec is not None and bf16_exact(spec) and spec.element.emax <= _MAX_CODE_EXP
             and fused_operand.fits(t.shape, t.dtype, spec, cfg.hadamard)):
-        hkey = role_key(key, role, "hadamard") if cfg.hadamard is not None and cfg.hadamard.needs_key else None
-        return Split(*fused_operand.split_operand(t, spec, cfg.hadamard, role_key(key, role, slot), hkey,
-                                                  transpose=transpose))
-    return jnp.swapaxes(t, -1, -2) if transpose else t
+        return jnp.swapaxes(t, -1, -2) if transpose else t
+    hkey = role_key(key, role, "hadamard") if cfg.hadamard is not None and cfg.hadamard.needs_key else None
+    qkey = role_key(key, role, slot) if spec.rounding == "sr" else None
+    if role != "fprop":
+        return Split(*fused_operand.split_operand(t, spec, cfg.hadamard, qkey, hkey, transpose=transpose))
+    if spec.scale_rule != "quest_sigma" or spec.headroom != 1.0:
+        return t
+    values, inner, scale = fused_operand.forward_operand(t, spec, cfg.hadamard, qkey, hkey)
+    return Split(inner, jnp.ones((), jnp.float32), scale, values)
 
 
 def prepare_operands(a, b, cfg: GemmConfig, key, role: str, amax=(None, None), pairs=(False, False),
@@ -184,7 +196,8 @@ def prepare_operands(a, b, cfg: GemmConfig, key, role: str, amax=(None, None), p
     `cfg` says. An operand given as a QArray is used as it is (its GEMM must have no Hadamard); a
     backward one may come back rotated and quantized in one pass (a `Split`, for both);
     `amax`: recorded amaxes (a, b) or Nones (`a_exact`: amax[0] is a's own, see quantize_operand);
-    `pairs`: which operands' codes a backward GEMM reuses transposed (the others' entry is None)."""
+    `pairs`: which operands' codes a backward GEMM reuses transposed (the others' entry is None).
+    A forward `Split` gives its rotated values as the rotated operand."""
     a = _fused(a, cfg.lhs, cfg, key, role, "lhs", amax[0])
     b = _fused(b, cfg.rhs, cfg, key, role, "rhs", amax[1])
     if cfg.hadamard is not None:
@@ -196,6 +209,7 @@ def prepare_operands(a, b, cfg: GemmConfig, key, role: str, amax=(None, None), p
     # weights are usually stored [K, N] (Flax's kernel), so b = Wᵀ: let the fused cast read W as stored
     qb, tb = quantize_operand_pair(b, cfg.rhs.spec, amax[1], stored_transposed=True) if pairs[1] else (
         quantize_operand(b, cfg.rhs.spec, key, role, "rhs", amax[1]), None)
+    a, b = (x.values if isinstance(x, Split) and x.values is not None else x for x in (a, b))
     return a, b, qa, qb, ta, tb
 
 

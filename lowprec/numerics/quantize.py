@@ -171,13 +171,17 @@ def abs_max_bits(x, axis=None, keepdims: bool = False) -> jax.Array:
 
 
 def _stats(view, reduce_axes, spec):
-    amax = abs_max(view, reduce_axes, keepdims=True)
-    sigma = None
+    return abs_max(view, reduce_axes, keepdims=True), spread(view, reduce_axes, spec)
+
+
+def spread(view, reduce_axes, spec: QuantSpec):
+    """The QuEST rules' statistic per group (keepdims): the standard deviation (quest_sigma) or the
+    RMS (quest_rms); None for amax-based rules."""
     if spec.scale_rule == "quest_sigma":
-        sigma = jnp.std(view, axis=reduce_axes, keepdims=True)
-    elif spec.scale_rule == "quest_rms":
-        sigma = jnp.sqrt(jnp.mean(view * view, axis=reduce_axes, keepdims=True))
-    return amax, sigma
+        return jnp.std(view, axis=reduce_axes, keepdims=True)
+    if spec.scale_rule == "quest_rms":
+        return jnp.sqrt(jnp.mean(view * view, axis=reduce_axes, keepdims=True))
+    return None
 
 
 def tensor_amax(x) -> jax.Array:

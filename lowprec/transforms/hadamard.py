@@ -156,12 +156,12 @@ def _signed_hadamard(block: int, s: Array | None, side: str, normalized: bool = 
 
 
 def rotation_matrix(spec: HadamardSpec, *, length: int, key: Array | None = None,
-                    dtype=jnp.float32, normalized: bool = True) -> Array:
-    """The block rotation R (block x block) that apply_hadamard uses on an axis of `length`; with
-    normalized=False, R·sqrt(block): the ±1 matrix that the bf16 matmul form multiplies by before
-    scaling its float32 sums by 1/sqrt(block)."""
+                    dtype=jnp.float32, normalized: bool = True, transpose: bool = False) -> Array:
+    """The block rotation R (block x block) that apply_hadamard uses on an axis of `length` (Rᵀ, which
+    inverse_hadamard uses, when transpose); with normalized=False, R·sqrt(block): the ±1 matrix that
+    the bf16 matmul form multiplies by before scaling its float32 sums by 1/sqrt(block)."""
     block = spec.block_size(length)
-    return _signed_hadamard(block, _signs(spec, block, key), spec.sign_side, normalized).astype(dtype)
+    return _signed_hadamard(block, _signs(spec, block, key), _side(spec, transpose), normalized).astype(dtype)
 
 
 def _fwht(x: Array) -> Array:
