@@ -17,7 +17,6 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.experimental import pallas as pl
 
 from lowprec.gemm import tiles
 from lowprec.numerics import fused
@@ -63,12 +62,10 @@ def _kernel(g_ref, rt_ref, v_ref, bound_ref, out_ref, **static):
 
 def _pallas(g, rt, v, bound, *, out_dtype, transpose, interpret=False):
     b, t, c = g.shape
-    out_spec = tiles.tile_spec()
-    if transpose:
-        out_spec = pl.BlockSpec((None, tiles.TILE, tiles.TILE), lambda n, i, j: (n, j, i))
     return tiles.tiled_call(
         functools.partial(_kernel, out_dtype=out_dtype, transpose=transpose), g, rt, v, bound,
-        extra_specs=[tiles.tile_spec(), tiles.tile_spec(tiles.TILE * bound.shape[-1] // c)], out_spec=out_spec,
+        extra_specs=[tiles.tile_spec(), tiles.tile_spec(tiles.TILE * bound.shape[-1] // c)],
+        out_spec=tiles.tile_spec(transpose=transpose),
         out_shape=jax.ShapeDtypeStruct((b, c, t) if transpose else (b, t, c), out_dtype), interpret=interpret)
 
 
@@ -95,7 +92,8 @@ def masked_inverse(grad, values, bound, hadamard: HadamardSpec, key, out_dtype, 
     itself without Triton. transpose: the gradient of a tensor stored transposed (a weight [K, N]
     whose canonical operand is [N, K]), written in the layout its consumer (the optimizer) reads."""
     block = values.shape[-1] // bound.shape[-1]
-    shapes_agree = values.shape == grad.shape and bound.shape[:-1] == grad.shape[:-1] and block * bound.shape[-1] == grad.shape[-1]
+    shapes_agree = (values.shape == grad.shape and bound.shape[:-1] == grad.shape[:-1]
+                    and block * bound.shape[-1] == grad.shape[-1])
     if not (shapes_agree and fits(grad.shape, grad.dtype, values.dtype, block, hadamard)):
         raise ValueError(f"masked_inverse: no kernel for a {jnp.dtype(grad.dtype).name} {tuple(grad.shape)} "
                          f"gradient with {jnp.dtype(values.dtype).name} {tuple(values.shape)} values, bounds "

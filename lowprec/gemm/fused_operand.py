@@ -17,9 +17,8 @@ split_scales) by construction: one function (`_operand`) computes a tile with th
 scale and encode functions (in their `portable` form, which Triton lowers), draws stochastic
 rounding's uniforms at each element's flat index in the output, and rotates with the same bf16 ±1
 products summed in float32 (up to the order of those sums, and of QuEST's std, which GPU tests
-check). Compiled, the
-scales' correctly rounded division and UE4M3 cast are single GPU instructions (tested exhaustively
-on GPUs). In programs over several devices a `custom_partitioning` rule lets each device run it on
+check). Compiled, the scales' correctly rounded division and UE4M3 cast are single GPU instructions
+(tested exhaustively on GPUs). In programs over several devices a `custom_partitioning` rule lets each device run it on
 its shard (element indices come in as arrays sharded like x, so they stay global).
 """
 from __future__ import annotations
@@ -64,21 +63,24 @@ def fits(shape: tuple[int, ...], dtype, spec: QuantSpec | None, hadamard: Hadama
             and shape[-2] % _TILE == 0 and shape[-1] % _TILE == 0)
 
 
+def _composed(x, spec: QuantSpec, hadamard: HadamardSpec | None, qkey, hkey):
+    """(v, its QArray): x rotated along its last axis (if at all) and block-quantized along it."""
+    v = x if hadamard is None else apply_hadamard(x, hadamard, axis=-1, key=hkey)
+    return v, quantize(v, spec, key=qkey, axis=-1)
+
+
 def reference(x, spec: QuantSpec, hadamard: HadamardSpec | None, qkey, hkey=None, *, transpose: bool):
     """(inner bf16, outer) of x [..., T, C] transposed to [..., C, T] (or not), rotated along its last
     axis and block-quantized along it: the composition the kernel replaces, and its definition."""
-    xt = jnp.swapaxes(x, -1, -2) if transpose else x
-    if hadamard is not None:
-        xt = apply_hadamard(xt, hadamard, axis=-1, key=hkey)
-    inner, outer = split_scales(quantize(xt, spec, key=qkey, axis=-1))
+    _, q = _composed(jnp.swapaxes(x, -1, -2) if transpose else x, spec, hadamard, qkey, hkey)
+    inner, outer = split_scales(q)
     return inner.astype(jnp.bfloat16), outer
 
 
 def forward_reference(x, spec: QuantSpec, hadamard: HadamardSpec | None, qkey, hkey=None):
     """(rotated x, inner bf16, block scales float32 [..., T, C / block]) of x [..., T, C] rotated and
     block-quantized along its last axis: what `forward_operand` computes, by composition."""
-    v = x if hadamard is None else apply_hadamard(x, hadamard, axis=-1, key=hkey)
-    q = quantize(v, spec, key=qkey, axis=-1)
+    v, q = _composed(x, spec, hadamard, qkey, hkey)
     return v, split_scales(q)[0].astype(jnp.bfloat16), q.scale.astype(jnp.float32)
 
 
@@ -150,10 +152,9 @@ def _amax_kernel(x_ref, rot_ref, out_ref, *, rotate, **static):
 
 def _pallas(x, rot, seed, level, rows, cols, *, transpose, forward, interpret=False, **static):
     b, t, c = x.shape
-    out = (lambda n, i, j: (n, j, i)) if transpose else (lambda n, i, j: (n, i, j))
     row, col = ((lambda n, i, j: (n, j)), (lambda n, i, j: (i,))) if transpose else (
         (lambda n, i, j: (n, i)), (lambda n, i, j: (j,)))
-    out_spec = pl.BlockSpec((None, _TILE, _TILE), out)
+    out_spec = tiles.tile_spec(transpose=transpose)
     out_shape = jax.ShapeDtypeStruct((b, c, t) if transpose else (b, t, c), jnp.bfloat16)
     if forward:  # + v and the block scales (never transposed)
         block = static["spec"].block

@@ -23,8 +23,11 @@ def whole(*shape):
     return pl.BlockSpec(shape, lambda n, i, j: (0,) * len(shape))
 
 
-def tile_spec(cols: int = TILE):
-    """A BlockSpec giving program (n, i, j) tile [i, j] of a [B, T, C / (TILE / cols)] input."""
+def tile_spec(cols: int = TILE, *, transpose: bool = False):
+    """A BlockSpec giving program (n, i, j) tile [i, j] of a [B, T, C / (TILE / cols)] array, or with
+    transpose tile [j, i] of a [B, C, T] one (an output written transposed)."""
+    if transpose:
+        return pl.BlockSpec((None, TILE, TILE), lambda n, i, j: (n, j, i))
     return pl.BlockSpec((None, TILE, cols), lambda n, i, j: (n, i, j))
 
 
