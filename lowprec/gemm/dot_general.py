@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lowprec.gemm import fused_gradient
+from lowprec.gemm import clip_mask, fused_gradient
 from lowprec.gemm.config import GemmConfig, Recipe
 from lowprec.gemm.qgemm import (
     Split, Transposed, matmul, prepare_operands, qgemm, quantize_operand_pair, reusable_codes, role_key, rotate,
@@ -122,22 +122,21 @@ def qdot(l, r, key, amax, x_amax, recipe, out_dtype, precision):
     return _fprop(l, r, key, amax, x_amax, recipe, out_dtype, precision, backward=False)[0]
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["values", "bound"], meta_fields=[])
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["keep_bits"], meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class _Clip:
-    """A clipping mask as what it is computed from (`fused_gradient.keep`): the rotated operand and its
-    blocks' bounds along the last axis (largest value x block step), so that the backward can apply it
-    and the inverse rotation in one pass."""
+    """A block clipping mask along the last axis, packed one bit per element (`clip_mask.pack`):
+    1/16 of the rotated operand it comes from, and what `fused_gradient` applies together with the
+    inverse rotation in one pass."""
 
-    values: jax.Array
-    bound: jax.Array
+    keep_bits: jax.Array
 
 
-def _keep_mask(x, q, spec, estimator: str):
+def _keep_mask(x, q, estimator: str):
     """Where the gradient passes: not clipped (clipped_ste), or within half a step (quest_trust).
-    x: the rotated operand; q: its QArray, or its forward `Split` (one-level block scales, outer 1)."""
+    x: the rotated operand; q: its QArray, or its forward `Split` (which carries the mask)."""
     if isinstance(q, Split):
-        return _Clip(x, spec.element.max_value * q.scale)
+        return _Clip(q.keep_bits)
     if not isinstance(q, QArray):
         return None
     fmt, layout = q.spec.element, q.layout
@@ -145,7 +144,8 @@ def _keep_mask(x, q, spec, estimator: str):
         step = element_scale(q)
         return jnp.abs(dequantize(q, jnp.float32) - x.astype(jnp.float32)) <= 0.5 * step * (1 + 1e-6)
     if layout.granularity == "block" and layout.axis == x.ndim - 1 and layout.padded == layout.shape:
-        return _Clip(x, fmt.max_value * (q.scale.astype(jnp.float32) * block_outer(q.spec, q.global_scale)))
+        keep = clip_mask.keep(x, fmt.max_value * (q.scale.astype(jnp.float32) * block_outer(q.spec, q.global_scale)))
+        return _Clip(clip_mask.pack(keep)) if x.shape[-1] % clip_mask.WORD == 0 else keep
     return jnp.abs(x.astype(jnp.float32)) <= fmt.max_value * element_scale(q)
 
 
@@ -163,8 +163,7 @@ def _qdot_fwd(l, r, key, amax, x_amax, recipe, out_dtype, precision):
     y, a, b, qa, qb, x_t, w_t = _fprop(l, r, key, amax, x_amax, recipe, out_dtype, precision, backward=True)
     masks = None
     if recipe.estimator != "ste":
-        masks = (_keep_mask(a, qa, recipe.fprop.lhs.spec, recipe.estimator),
-                 _keep_mask(b, qb, recipe.fprop.rhs.spec, recipe.estimator))
+        masks = (_keep_mask(a, qa, recipe.estimator), _keep_mask(b, qb, recipe.estimator))
     reuse_w, reuse_x, _ = _reuse(recipe)
     fwd_q = lambda q: q.inner if isinstance(q, Split) else q  # noqa: E731  (a forward Split's inner is dequantized)
     saved_q = (x_t if reuse_x else fwd_q(qa) if recipe.wgrad.rhs.source == "fwd_q" else None,
@@ -211,11 +210,10 @@ def _to_input_domain(grad, rotated: bool, mask, fcfg: GemmConfig, key, dtype, st
     had = fcfg.hadamard
     k = role_key(key, "fprop", "hadamard") if had is not None and had.needs_key else None
     if isinstance(mask, _Clip):
-        block = mask.values.shape[-1] // mask.bound.shape[-1]
-        if rotated and fused_gradient.fits(grad.shape, grad.dtype, mask.values.dtype, block, had):
-            out = fused_gradient.masked_inverse(grad, mask.values, mask.bound, had, k, dtype, transpose=stored_t)
+        if rotated and fused_gradient.fits(grad.shape, grad.dtype, had):
+            out = fused_gradient.masked_inverse(grad, mask.keep_bits, had, k, dtype, transpose=stored_t)
             return jnp.swapaxes(out, -1, -2) if stored_t else out
-        mask = fused_gradient.keep(mask.values, mask.bound)
+        mask = clip_mask.unpack(mask.keep_bits)
     if mask is None and not rotated:
         return grad.astype(dtype)
     if had is None:

@@ -23,6 +23,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from lowprec.gemm import fused_operand
@@ -57,17 +58,24 @@ class Transposed:
 class Split:
     """An operand as split_scales splits a QArray: bf16 codes·(scales varying along the contraction)
     and the float32 factors constant along it (`fused_operand.split_operand`'s output). A forward
-    operand (`fused_operand.forward_operand`) also carries its block scales (float32 [..., C / block])
-    and the rotated values they quantize, for the backward."""
+    operand (`fused_operand.forward_operand`) also carries its clipping mask for the backward, packed
+    one bit per element (`clip_mask.pack`, uint32 [..., C / 32])."""
 
     inner: jax.Array
     outer: jax.Array
-    scale: jax.Array | None = None
-    values: jax.Array | None = None
+    keep_bits: jax.Array | None = None
 
 
 def role_key(key, role: str, slot: str):
-    return None if key is None else jax.random.fold_in(key, 8 * ROLE_IDS[role] + SLOT_IDS[slot])
+    """fold_in(key, 8·role id + slot id): taken from all of the key's role keys at once (`_role_keys`)."""
+    return None if key is None else _role_keys(key)[8 * ROLE_IDS[role] + SLOT_IDS[slot]]
+
+
+def _role_keys(key):
+    """fold_in(key, i) for every slot index i, in one vectorized computation. Every role_key call of a
+    GEMM traces the same one, which XLA computes once (CSE): one small kernel per key, where a fold_in
+    per (role, slot) was a kernel launch each (~12 per quantized GEMM's backward)."""
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, np.arange(8 * len(ROLE_IDS), dtype=np.uint32))
 
 
 def fp8_eligible(spec: QuantSpec | None) -> bool:
@@ -186,8 +194,8 @@ def _fused(x, op: OperandConfig, cfg: GemmConfig, key, role: str, slot: str, ama
         return Split(*fused_operand.split_operand(t, spec, cfg.hadamard, qkey, hkey, transpose=transpose))
     if spec.scale_rule != "quest_sigma" or spec.headroom != 1.0:
         return t
-    values, inner, scale = fused_operand.forward_operand(t, spec, cfg.hadamard, qkey, hkey)
-    return Split(inner, jnp.ones((), jnp.float32), scale, values)
+    inner, keep_bits = fused_operand.forward_operand(t, spec, cfg.hadamard, qkey, hkey)
+    return Split(inner, jnp.ones((), jnp.float32), keep_bits)
 
 
 def prepare_operands(a, b, cfg: GemmConfig, key, role: str, amax=(None, None), pairs=(False, False),
@@ -197,7 +205,8 @@ def prepare_operands(a, b, cfg: GemmConfig, key, role: str, amax=(None, None), p
     backward one may come back rotated and quantized in one pass (a `Split`, for both);
     `amax`: recorded amaxes (a, b) or Nones (`a_exact`: amax[0] is a's own, see quantize_operand);
     `pairs`: which operands' codes a backward GEMM reuses transposed (the others' entry is None).
-    A forward `Split` gives its rotated values as the rotated operand."""
+    A forward `Split` stands for its rotated operand too (its clipping mask is all a backward needs
+    of it)."""
     a = _fused(a, cfg.lhs, cfg, key, role, "lhs", amax[0])
     b = _fused(b, cfg.rhs, cfg, key, role, "rhs", amax[1])
     if cfg.hadamard is not None:
@@ -209,7 +218,6 @@ def prepare_operands(a, b, cfg: GemmConfig, key, role: str, amax=(None, None), p
     # weights are usually stored [K, N] (Flax's kernel), so b = Wᵀ: let the fused cast read W as stored
     qb, tb = quantize_operand_pair(b, cfg.rhs.spec, amax[1], stored_transposed=True) if pairs[1] else (
         quantize_operand(b, cfg.rhs.spec, key, role, "rhs", amax[1]), None)
-    a, b = (x.values if isinstance(x, Split) and x.values is not None else x for x in (a, b))
     return a, b, qa, qb, ta, tb
 
 

@@ -2,7 +2,8 @@
 over square tiles of x [B, T, C], and an op that XLA's SPMD partitioner runs per shard.
 
 Tiles of 64 x 64 and 4 warps: per 16384 x 5632 bf16 operand on an H100 (2026-11-23) the operand
-kernel took 0.27 ms against XLA's 0.55; other warps and stages changed that by < 6%.
+kernel took 0.27 ms against XLA's 0.55; other warps and stages changed that by < 6%. Tiles of 128
+were 1.4-2x slower with 4, 8 or 16 warps (their registers spill).
 """
 from __future__ import annotations
 
@@ -31,10 +32,10 @@ def tile_spec(cols: int = TILE, *, transpose: bool = False):
     return pl.BlockSpec((None, TILE, cols), lambda n, i, j: (n, i, j))
 
 
-def tiled_call(kernel, x, rot, *extra, extra_specs, out_spec, out_shape, interpret):
+def tiled_call(kernel, x, rot, *extra, extra_specs, out_spec, out_shape, interpret, warps: int = WARPS):
     """`kernel` over x [B, T, C] in [TILE, TILE] tiles, with the whole rotation and `extra` inputs."""
     b, t, c = x.shape
-    params = {} if interpret else {"compiler_params": fused.triton_params(WARPS)}
+    params = {} if interpret else {"compiler_params": fused.triton_params(warps)}
     return pl.pallas_call(
         kernel, grid=(b, t // TILE, c // TILE), in_specs=[tile_spec(), whole(*rot.shape), *extra_specs],
         out_specs=out_spec, out_shape=out_shape, interpret=interpret, **params,

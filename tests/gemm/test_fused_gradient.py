@@ -6,6 +6,8 @@ bits of the composition they replace (mask, multiply, inverse_hadamard, cast), w
 gradients and values and sharded inputs, and quartet's gradients must be those of the unfused path.
 On GPUs (marked) the kernel runs compiled, against the composition compiled for the same GPU.
 """
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,29 +15,27 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import lowprec
-from lowprec.gemm import fused_gradient, fused_operand
+from lowprec.gemm import clip_mask, fused_gradient, fused_operand
 from lowprec.transforms.hadamard import HadamardSpec, hadamard_matrix
 
-# (hadamard, key, mask block): quartet's forward rotation, and every other matmul rotation the kernel takes
-CASES = [(HadamardSpec(size=32), None, 32),
-         (HadamardSpec(size=32, signs="per_call", sign_side="right"), jax.random.key(3), 32),
-         (HadamardSpec(size=16, signs="fixed_te"), None, 16),
-         (HadamardSpec(size=64, signs="per_call"), jax.random.key(4), 32)]
-IDS = ["h32", "h32_per_call_right", "h16_fixed_te", "h64_per_call_block32"]
+# (hadamard, key): quartet's forward rotation, and every other matmul rotation the kernel takes
+CASES = [(HadamardSpec(size=32), None),
+         (HadamardSpec(size=32, signs="per_call", sign_side="right"), jax.random.key(3)),
+         (HadamardSpec(size=16, signs="fixed_te"), None),
+         (HadamardSpec(size=64, signs="per_call"), jax.random.key(4))]
+IDS = ["h32", "h32_per_call_right", "h16_fixed_te", "h64_per_call"]
 
 
-def _inputs(shape, block, seed=0, non_finite=False):
-    """A float32 gradient, bf16 rotated values and power-of-two block bounds (some zero), such that
-    about half of the values are clipped."""
+def _inputs(shape, seed=0, non_finite=False):
+    """A float32 gradient over many binades and random mask words (about half the bits set, one
+    word all clear and one all set)."""
     k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
     g = jax.random.normal(k1, shape) * 2.0 ** jax.random.randint(k3, shape, -20, 20).astype(jnp.float32)
-    v = (jax.random.normal(k2, shape) * 2).astype(jnp.bfloat16)
-    bound = jnp.exp2(jax.random.randint(k3, shape[:-1] + (shape[-1] // block,), -1, 3).astype(jnp.float32))
-    bound = bound.at[..., 0, 0].set(0.0)
+    words = jax.random.bits(k2, shape[:-1] + (shape[-1] // clip_mask.WORD,), jnp.uint32)
+    words = words.at[..., 0, 0].set(0).at[..., 1, 0].set(0xFFFFFFFF)
     if non_finite:
         g = g.at[..., 1, 3].set(jnp.inf).at[..., 2, 40].set(jnp.nan).at[..., 5, 7].set(-jnp.inf)
-        v = v.at[..., 3, 9].set(jnp.nan).at[..., 4, 1].set(jnp.inf)
-    return g, v, bound
+    return g, words
 
 
 def _bits(a):
@@ -47,13 +47,26 @@ def _assert_same(got, want):
     np.testing.assert_array_equal(_bits(got), _bits(want))
 
 
+def test_mask_packs_and_unpacks_as_numpy_little_bit_order():
+    """bit i of word j is element 32j + i (numpy's packbits, bitorder little, little-endian words),
+    and keep compares |v| with its block's bound."""
+    v = (jax.random.normal(jax.random.key(1), (3, 128)) * 2).astype(jnp.bfloat16).at[0, 5].set(jnp.nan)
+    bound = jnp.exp2(jax.random.randint(jax.random.key(2), (3, 8), -1, 3).astype(jnp.float32)).at[1, 2].set(0.0)
+    mask = np.abs(np.asarray(v, np.float64)) <= np.repeat(np.asarray(bound, np.float64), 16, axis=-1)
+    np.testing.assert_array_equal(np.asarray(clip_mask.keep(v, bound)), mask)
+    words = np.packbits(mask, axis=-1, bitorder="little").view("<u4")
+    np.testing.assert_array_equal(np.asarray(clip_mask.pack(jnp.asarray(mask))), words)
+    np.testing.assert_array_equal(np.asarray(clip_mask.unpack(jnp.asarray(words))), mask)
+    assert 0.2 < mask.mean() < 0.8 and not mask[0, 5]
+
+
 def test_reference_is_the_masked_gradient_rotated_back():
-    """Written out independently: zero where |v| > bound, times Hᵀ per block of 32, in float64."""
-    g, v, bound = _inputs((1, 64, 64), 32)
-    mask = np.abs(np.asarray(v, np.float64)) <= np.repeat(np.asarray(bound), 32, axis=-1)
+    """Written out independently: zero where the mask's bit is clear, times Hᵀ per block of 32, in float64."""
+    g, words = _inputs((1, 64, 64))
+    mask = np.unpackbits(np.asarray(words).astype("<u4").view(np.uint8), axis=-1, bitorder="little").astype(bool)
     h = np.asarray(hadamard_matrix(32), np.float64)
     want = ((np.asarray(g, np.float64) * mask).reshape(-1, 32) @ h.T).reshape(g.shape)
-    got = fused_gradient.reference(g, v, bound, HadamardSpec(size=32), None, jnp.float32)
+    got = fused_gradient.reference(g, words, HadamardSpec(size=32), None, jnp.float32)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
     assert 0.2 < mask.mean() < 0.8
 
@@ -61,31 +74,29 @@ def test_reference_is_the_masked_gradient_rotated_back():
 @pytest.mark.parametrize("transpose", [False, True], ids=["as_is", "transposed"])
 @pytest.mark.parametrize("out_dtype", [jnp.bfloat16, jnp.float32], ids=["bf16", "f32"])
 @pytest.mark.parametrize("interpret", [True, False], ids=["pallas_interpret", "xla"])
-@pytest.mark.parametrize("hadamard,key,block", CASES, ids=IDS)
-def test_kernel_gives_the_bits_of_the_composition(hadamard, key, block, interpret, out_dtype, transpose):
-    g, v, bound = _inputs((2, 128, 256), block, non_finite=True)
+@pytest.mark.parametrize("hadamard,key", CASES, ids=IDS)
+def test_kernel_gives_the_bits_of_the_composition(hadamard, key, interpret, out_dtype, transpose):
+    g, words = _inputs((2, 128, 256), non_finite=True)
     got = jax.jit(lambda *a: fused_gradient.masked_inverse(*a, hadamard, key, out_dtype, transpose=transpose,
-                                                           interpret=interpret))(g, v, bound)
-    want = fused_gradient.reference(g, v, bound, hadamard, key, out_dtype)
+                                                           interpret=interpret))(g, words)
+    want = fused_gradient.reference(g, words, hadamard, key, out_dtype)
     _assert_same(got, jnp.swapaxes(want, -1, -2) if transpose else want)
     assert np.isnan(np.asarray(got, np.float32)).any() and np.isfinite(np.asarray(got, np.float32)).mean() > 0.9
 
 
 def test_fits_and_errors():
     had = HadamardSpec(size=32)
-    assert fused_gradient.fits((4, 128, 64), jnp.float32, jnp.bfloat16, 32, had)
-    assert not fused_gradient.fits((4, 128, 64), jnp.bfloat16, jnp.bfloat16, 32, had)  # the gradient is float32
-    assert not fused_gradient.fits((4, 128, 64), jnp.float32, jnp.float32, 32, had)  # values as forward: bf16
-    assert not fused_gradient.fits((4, 96, 64), jnp.float32, jnp.bfloat16, 32, had)  # tiles of 64 do not divide 96
-    assert not fused_gradient.fits((128, 64), jnp.float32, jnp.bfloat16, 32, HadamardSpec(size=128))
-    assert not fused_gradient.fits((128, 64), jnp.float32, jnp.bfloat16, 32, HadamardSpec(size=32, impl="butterfly"))
-    assert not fused_gradient.fits((128, 64), jnp.float32, jnp.bfloat16, 32, None)
-    g, v, bound = _inputs((1, 128, 64), 32)
-    with pytest.raises(ValueError, match="no kernel for a float32 \\(1, 128, 64\\) gradient .* check fits"):
-        fused_gradient.masked_inverse(g, v.astype(jnp.float32), bound, had, None, jnp.bfloat16)
-    for wrong in (bound[:, :64], jnp.ones((1, 128, 3))):  # rows missing; blocks that do not tile C
-        with pytest.raises(ValueError, match=f"bounds \\{tuple(wrong.shape)}".replace(")", "\\)")):
-            fused_gradient.masked_inverse(g, v, wrong, had, None, jnp.bfloat16)
+    assert fused_gradient.fits((4, 128, 64), jnp.float32, had)
+    assert not fused_gradient.fits((4, 128, 64), jnp.bfloat16, had)  # the gradient is float32
+    assert not fused_gradient.fits((4, 96, 64), jnp.float32, had)  # tiles of 64 do not divide 96
+    assert not fused_gradient.fits((128, 64), jnp.float32, HadamardSpec(size=128))
+    assert not fused_gradient.fits((128, 64), jnp.float32, HadamardSpec(size=32, impl="butterfly"))
+    assert not fused_gradient.fits((128, 64), jnp.float32, None)
+    g, words = _inputs((1, 128, 64))
+    for wrong in (words.astype(jnp.int32), words[:, :64], jnp.ones((1, 128, 4), jnp.uint32)):
+        said = re.escape(f"{jnp.dtype(wrong.dtype).name} {tuple(wrong.shape)} mask words (needs uint32 (1, 128, 2))")
+        with pytest.raises(ValueError, match=said + ".* check fits"):
+            fused_gradient.masked_inverse(g, wrong, had, None, jnp.bfloat16)
 
 
 @pytest.mark.parametrize("transpose", [False, True], ids=["as_is", "transposed"])
@@ -95,17 +106,17 @@ def test_fits_and_errors():
 def test_sharded_gradient_runs_per_shard(sharding, interpret, transpose, partitioner):
     """Each device runs the kernel on its shard: no gather, the unsharded bits, the gradient's
     sharding out (T's and C's swapped when transposed)."""
-    hadamard, key, block = CASES[1]
+    hadamard, key = CASES[1]
     mesh = Mesh(np.asarray(jax.devices()[:4]).reshape(2, 2), ("data", "model"))
-    g, v, bound = _inputs((2, 256, 256), block, seed=2)
+    g, words = _inputs((2, 256, 256), seed=2)
     fn = jax.jit(lambda *a: fused_gradient.masked_inverse(*a, hadamard, key, jnp.bfloat16, transpose=transpose,
                                                           interpret=interpret))
     shard = lambda a: jax.device_put(a, NamedSharding(mesh, P(*sharding)))  # noqa: E731
-    args = (shard(g), shard(v), shard(bound))
+    args = (shard(g), shard(words))
     hlo = fn.lower(*args).compile().as_text()
     assert "all-gather" not in hlo and "all-to-all" not in hlo and "collective-permute" not in hlo
     got = fn(*args)
-    _assert_same(got, fused_gradient.reference(g, v, bound, hadamard, key, jnp.bfloat16, transpose=transpose))
+    _assert_same(got, fused_gradient.reference(g, words, hadamard, key, jnp.bfloat16, transpose=transpose))
     out = (sharding[0], sharding[2], sharding[1]) if transpose else sharding
     assert got.sharding.is_equivalent_to(NamedSharding(mesh, P(*out)), 3)
 
@@ -142,18 +153,18 @@ def test_quartet_equals_the_unfused_path(interpret, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("hadamard,key,block", CASES, ids=IDS)
-def test_compiled_kernel_on_gpu_matches_xla_on_gpu(hadamard, key, block):
+@pytest.mark.parametrize("hadamard,key", CASES, ids=IDS)
+def test_compiled_kernel_on_gpu_matches_xla_on_gpu(hadamard, key):
     """Against the composition compiled by XLA on the same GPU, whose float32 product per block may
     sum in another order (and in bf16 pieces): float32 outputs within 2 ulps of the float32 sum's
     magnitude, bf16 outputs equal but for rare roundings of those last bits."""
-    g, v, bound = _inputs((1, 2048, 1024), block, seed=3)
+    g, words = _inputs((1, 2048, 1024), seed=3)
     for out_dtype, transpose in ((jnp.float32, False), (jnp.bfloat16, False), (jnp.bfloat16, True)):
         fn = jax.jit(lambda *a: fused_gradient.masked_inverse(*a, hadamard, key, out_dtype, transpose=transpose))
-        assert "__gpu$xla.gpu.triton" in fn.lower(g, v, bound).compile().as_text()
-        got = np.asarray(fn(g, v, bound).astype(jnp.float32))
+        assert "__gpu$xla.gpu.triton" in fn.lower(g, words).compile().as_text()
+        got = np.asarray(fn(g, words).astype(jnp.float32))
         want = np.asarray(jax.jit(lambda *a: fused_gradient.reference(*a, hadamard, key, out_dtype, transpose=transpose))(
-            g, v, bound).astype(jnp.float32))
+            g, words).astype(jnp.float32))
         scale = np.repeat(np.abs(np.asarray(g)).reshape(-1, hadamard.size).max(-1), hadamard.size).reshape(g.shape)
         if out_dtype == jnp.float32:
             np.testing.assert_array_less(np.abs(got - want), 2 * 2.0**-23 * hadamard.size * scale + 1e-30)

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import lowprec
-from lowprec.gemm.qgemm import bf16_exact, fp8_eligible, reusable_codes
+from lowprec.gemm.qgemm import ROLE_IDS, SLOT_IDS, bf16_exact, fp8_eligible, reusable_codes, role_key
 from lowprec.numerics.quantize import quantize, transpose_codes
 
 
@@ -39,3 +39,16 @@ def test_fp8_tensorwise_backward_reuses_forward_codes():
     assert _quantizations(jax.grad(loss, argnums=(0, 1)), *args) == (2, 1)
     rowwise = lambda a, b: jnp.sum(lowprec.dot_general(a, b, dn, recipe="fp8_rowwise").astype(jnp.float32) ** 2)
     assert _quantizations(jax.grad(rowwise, argnums=(0, 1)), *args) == (6, 0)  # row scales follow the layout
+
+
+def test_role_keys_are_fold_ins_of_the_gemm_key():
+    """role_key takes its key from one vectorized fold_in: the key fold_in(key, 8·role + slot) gives,
+    distinct across every (role, slot); None stays None."""
+    key = jax.random.key(11)
+    seen = set()
+    for role, r in ROLE_IDS.items():
+        for slot, s in SLOT_IDS.items():
+            got = jax.random.key_data(role_key(key, role, slot))
+            np.testing.assert_array_equal(got, jax.random.key_data(jax.random.fold_in(key, 8 * r + s)))
+            seen.add(tuple(np.asarray(got).tolist()))
+    assert len(seen) == len(ROLE_IDS) * len(SLOT_IDS) and role_key(None, "dgrad", "lhs") is None
