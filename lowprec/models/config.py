@@ -18,6 +18,12 @@ class ModelConfig:
     The SwiGLU hidden width is `mlp_multiple_of * ceil(int(mlp_ratio * d_model) / mlp_multiple_of)`:
     LLaMA's rule (ratio 8/3 keeps the MLP at ~8·d² params, rounded up to 256), which also
     reproduces the Quartet/QuEST model sizes (30M at 6 layers, d 640: hidden 1792).
+
+    fused_projections: q, k and v as one linear layer (`attn/qkv_proj`), and gate and up as one
+    (`mlp/gate_up_proj`), their outputs split. The same function and initial distribution; fewer,
+    larger GEMMs, and each input's gradient comes out of one GEMM, not a sum of two or three
+    (and, with a clipping estimator such as Quartet's, is masked and rotated back once). A fused
+    layer is one quantization site: one key stream, and per-tensor scales over the fused weight.
     """
 
     vocab_size: int
@@ -36,6 +42,7 @@ class ModelConfig:
     compute_dtype: str = "bfloat16"
     init_std: float = 0.02
     attention: str = "auto"  # "xla" (einsum), "cudnn" (fused flash kernel, GPU, bf16/f16), "auto": cudnn when it applies
+    fused_projections: bool = False
 
     def __post_init__(self):
         for name in ("vocab_size", "seq_len", "n_layers", "d_model", "n_heads", "mlp_multiple_of"):

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from lowprec.models import Llama, ModelConfig
-from lowprec.models.llama import causal_attention, rope
+from lowprec.models.llama import causal_attention, gated_silu, rope
 
 CFG = ModelConfig(vocab_size=64, seq_len=16, n_layers=2, d_model=32, n_heads=4, mlp_multiple_of=8)
 
@@ -127,3 +127,36 @@ def test_cudnn_attention_matches_einsum():
         model = Llama(dataclasses.replace(cfg, attention=impl), rngs=nnx.Rngs(0))
         out[impl] = np.asarray(forward(model, tokens), np.float32)
     np.testing.assert_allclose(out["cudnn"], out["xla"], atol=0.05, rtol=0.05)  # bf16 logits of two kernels
+
+
+def test_fused_projections_compute_the_unfused_model():
+    """qkv_proj and gate_up_proj holding the unfused kernels side by side give the same logits; the
+    fused layers' paths replace q/k/v and gate/up."""
+    cfg = dataclasses.replace(CFG, n_kv_heads=2)
+    plain, fused = Llama(cfg, rngs=nnx.Rngs(0)), Llama(dataclasses.replace(cfg, fused_projections=True), rngs=nnx.Rngs(0))
+    for pb, fb in zip(plain.blocks, fused.blocks):
+        a, m = pb.attn, pb.mlp
+        fb.attn.qkv_proj.kernel[...] = jnp.concatenate([a.q_proj.kernel[...], a.k_proj.kernel[...], a.v_proj.kernel[...]], 1)
+        fb.mlp.gate_up_proj.kernel[...] = jnp.concatenate([m.gate_proj.kernel[...], m.up_proj.kernel[...]], 1)
+        for name in ("attn_norm", "mlp_norm"):
+            getattr(fb, name).scale[...] = getattr(pb, name).scale[...]
+        fb.attn.o_proj.kernel[...], fb.mlp.down_proj.kernel[...] = a.o_proj.kernel[...], m.down_proj.kernel[...]
+    fused.embed.embedding[...], fused.lm_head.kernel[...] = plain.embed.embedding[...], plain.lm_head.kernel[...]
+    fused.final_norm.scale[...] = plain.final_norm.scale[...]
+    np.testing.assert_array_equal(np.asarray(forward(fused, _tokens()), np.float32),
+                                  np.asarray(forward(plain, _tokens()), np.float32))
+    linears = sorted("/".join(map(str, p)) for p, n in nnx.iter_graph(fused) if isinstance(n, nnx.Linear))
+    assert linears[:3] == ["blocks/0/attn/o_proj", "blocks/0/attn/qkv_proj", "blocks/0/mlp/down_proj"]
+    assert fused.blocks[0].attn.qkv_proj.kernel.shape == (32, 32 + 2 * 16)
+    assert fused.blocks[0].mlp.gate_up_proj.kernel.shape == (32, 2 * cfg.mlp_hidden)
+
+
+def test_gated_silu_gradient_is_autodiffs():
+    """The fused gate/up activation's custom backward gives autodiff's bits of silu(gate)·up (bf16)."""
+    h = jax.random.normal(jax.random.key(3), (2, 5, 64), jnp.bfloat16) * 3
+    g = jax.random.normal(jax.random.key(4), (2, 5, 32), jnp.bfloat16)
+    plain = lambda x: jax.nn.silu(x[..., :32]) * x[..., 32:]  # noqa: E731
+    got_y, got_vjp = jax.vjp(gated_silu, h)
+    want_y, want_vjp = jax.vjp(plain, h)
+    np.testing.assert_array_equal(np.asarray(got_y, np.float32), np.asarray(want_y, np.float32))
+    np.testing.assert_array_equal(np.asarray(got_vjp(g)[0], np.float32), np.asarray(want_vjp(g)[0], np.float32))

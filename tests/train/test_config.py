@@ -26,6 +26,7 @@ model:
   compute_dtype: bfloat16
   init_std: 0.02
   attention: auto
+  fused_projections: false
 data:
   corpus: default
   batch_size: 32

@@ -40,3 +40,33 @@ def test_apply_precision_follows_the_rules():
     assert recipe_of["blocks/0/attn/q_proj"] == recipe_of["blocks/1/mlp/down_proj"] == "nvfp4"
     assert recipe_of["blocks/2/attn/q_proj"] == recipe_of["lm_head"] == "bf16"
     assert describe_precision(None, PrecisionConfig()) is None
+
+
+def test_fused_projections_are_one_site_each_and_train():
+    """With fused projections, qkv_proj and gate_up_proj are quantized sites of their own, and a
+    quantized (quartet) model's gradients flow through the split and the gated activation."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    import lowprec
+    from lowprec.models import Llama, ModelConfig
+    from lowprec.train.precision import apply_precision, describe_precision
+
+    cfg = ModelConfig(vocab_size=64, seq_len=32, n_layers=1, d_model=64, n_heads=2, n_kv_heads=1,
+                      mlp_multiple_of=64, fused_projections=True)
+    p = PrecisionConfig(recipe="quartet", keep_bf16=())
+    model = apply_precision(Llama(cfg, rngs=nnx.Rngs(0)), p, 1)
+    sites = [line.split()[0] for line in describe_precision(model, p).splitlines()[1:-1]]
+    assert "blocks/0/attn/qkv_proj" in sites and "blocks/0/mlp/gate_up_proj" in sites and "blocks/0/attn/q_proj" not in sites
+    tokens = jax.random.randint(jax.random.key(0), (2, 32), 0, 64)
+
+    def loss(m):
+        with lowprec.quant_key(jax.random.key(1)):
+            return jnp.mean(m(tokens).astype(jnp.float32) ** 2)
+
+    grads = nnx.grad(loss)(model)
+    for path in ("qkv_proj", "gate_up_proj"):
+        g = np.asarray(getattr(grads.blocks[0].attn if path == "qkv_proj" else grads.blocks[0].mlp, path).kernel[...])
+        assert np.isfinite(g).all() and np.abs(g).sum() > 0
