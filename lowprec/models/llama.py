@@ -2,8 +2,9 @@
 
 Every weight matmul is a bias-free `nnx.Linear`, so `lowprec.quantize_model` can swap its
 dot_general; paths read `blocks/<i>/attn/{q,k,v,o}_proj`, `blocks/<i>/mlp/{gate,up,down}_proj`,
-`lm_head` and `embed` (with `fused_projections`: `attn/{qkv,o}_proj`, `mlp/{gate_up,down}_proj`). Weights are kept in `param_dtype` (f32 master weights) and cast to
-`compute_dtype` (bf16) for the matmuls. The attention score and value products are never
+`lm_head` and `embed` (with `fused_projections`: `attn/{qkv,o}_proj`, `mlp/{gate_up,down}_proj`).
+Weights are kept in `param_dtype` (f32 master weights) and cast to `compute_dtype` (bf16) for the
+matmuls. The attention score and value products are never
 quantized: einsums with f32 scores and softmax ("xla"), or cuDNN's fused flash-attention kernel
 ("cudnn", GPU only; it also keeps the softmax in f32). "auto" picks cudnn on GPU for 16-bit compute.
 """

@@ -145,6 +145,17 @@ def test_fused_projections_compute_the_unfused_model():
     fused.final_norm.scale[...] = plain.final_norm.scale[...]
     np.testing.assert_array_equal(np.asarray(forward(fused, _tokens()), np.float32),
                                   np.asarray(forward(plain, _tokens()), np.float32))
+    loss = lambda m: jnp.mean(m(_tokens()).astype(jnp.float32) ** 2)  # noqa: E731
+    # the last MLP's weight gradient sees the same output gradient; every other differs by bf16
+    # roundings upstream (a fused input gradient is one GEMM's output, not a bf16 sum of two or three)
+    grad = nnx.jit(nnx.grad(loss))
+    gp, gf = grad(plain), grad(fused)
+    for i in (0, 1):
+        a, m = gp.blocks[i].attn, gp.blocks[i].mlp
+        for got, parts, tol in ((gf.blocks[i].attn.qkv_proj, (a.q_proj, a.k_proj, a.v_proj), 2e-2),
+                                (gf.blocks[i].mlp.gate_up_proj, (m.gate_proj, m.up_proj), 1e-6 if i else 2e-2)):
+            want = np.concatenate([np.asarray(p.kernel[...]) for p in parts], 1)
+            np.testing.assert_allclose(np.asarray(got.kernel[...]), want, rtol=0, atol=tol * np.abs(want).max())
     linears = sorted("/".join(map(str, p)) for p, n in nnx.iter_graph(fused) if isinstance(n, nnx.Linear))
     assert linears[:3] == ["blocks/0/attn/o_proj", "blocks/0/attn/qkv_proj", "blocks/0/mlp/down_proj"]
     assert fused.blocks[0].attn.qkv_proj.kernel.shape == (32, 32 + 2 * 16)
