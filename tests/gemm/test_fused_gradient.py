@@ -2,8 +2,9 @@
 end to end with its forward operands from `fused_operand`).
 
 The Pallas kernel runs here in interpret mode (CPU), and its XLA twin compiled; both must give the
-bits of the composition they replace (mask, multiply, inverse_hadamard, cast), with non-finite
-gradients and values and sharded inputs, and quartet's gradients must be those of the unfused path.
+bits of the composition they replace (unpack the mask's words, multiply, inverse_hadamard, cast),
+with non-finite gradients and sharded inputs, and quartet's gradients must be those of the unfused
+path.
 On GPUs (marked) the kernel runs compiled, against the composition compiled for the same GPU.
 """
 import re
