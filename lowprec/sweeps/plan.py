@@ -23,7 +23,7 @@ import numpy as np
 from lowprec import recipes
 from lowprec.models import load_model_config, param_counts
 from lowprec.sweeps.spec import AUTO, Sweep
-from lowprec.train.config import Config, load_config, parse_override
+from lowprec.train.config import ADDED_KEYS, Config, default_tree, load_config, parse_override
 from lowprec.typedconfig import to_dict
 
 AUTO_BATCH_TOKENS = 262_144
@@ -75,11 +75,13 @@ def isoflop_models(budget: float, n_params: dict[str, int], per_budget: int | No
 
 
 def config_hash(cfg: Config) -> str:
-    """sha256 (16 hex digits) of the resolved config, without the UNHASHED keys."""
-    tree = to_dict(cfg)
-    for dotted in UNHASHED:
+    """sha256 (16 hex digits) of the resolved config, without the UNHASHED keys, nor the ADDED_KEYS
+    at their defaults (so that a config hashes as it did before those keys existed)."""
+    tree, defaults = to_dict(cfg), default_tree()
+    for dotted in UNHASHED + ADDED_KEYS:
         section, key = dotted.split(".")
-        tree[section].pop(key, None)
+        if dotted in UNHASHED or tree[section].get(key) == defaults[section][key]:
+            tree[section].pop(key, None)
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
 

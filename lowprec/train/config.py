@@ -217,6 +217,12 @@ def load_config(paths: Sequence[str | Path] = (), overrides: Sequence[str] = ())
     return from_dict(Config, tree)
 
 
+# Keys added after runs and sweeps were first recorded. At their defaults they are left out of
+# config hashes (lowprec.sweeps.plan.config_hash), so that the hashes recorded before they existed
+# stay valid; a resumed run that predates a key takes it at its default (lowprec.train.loop).
+ADDED_KEYS = ("model.fused_projections",)
+
+
 def default_tree() -> dict:
     """Every section's defaults; ModelConfig's required fields show as "<required>"."""
 

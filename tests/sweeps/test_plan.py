@@ -126,3 +126,23 @@ def test_config_hash_ignores_location_only(write_sweep):
     (b,) = plan_runs(load_sweep(path), ["train.log_every=7"])
     (c,) = plan_runs(load_sweep(path), ["optim.b2=0.98"])
     assert config_hash(a.config) == config_hash(b.config) != config_hash(c.config)
+
+
+def test_config_hash_of_keys_added_since_is_the_old_one_at_their_defaults(write_sweep):
+    """model.fused_projections came after sweeps were recorded: at its default a config hashes as
+    it did without the key (written out here); set, it hashes otherwise."""
+    import hashlib
+    import json
+
+    from lowprec.typedconfig import to_dict
+
+    path = write_sweep(grid={"width": [32], "depth": [1], "head_dim": 16, "tokens": [512]})
+    (a,) = plan_runs(load_sweep(path))
+    (f,) = plan_runs(load_sweep(path), ["model.fused_projections=true"])
+    tree = to_dict(a.config)
+    del tree["model"]["fused_projections"]
+    for dotted in ("train.run_dir", "train.stop_at_step", "train.log_every", "train.eval_every", "train.ckpt_every",
+                   "train.keep_last", "train.tensorboard"):
+        del tree["train"][dotted.split(".")[1]]
+    assert config_hash(a.config) == hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+    assert config_hash(f.config) != config_hash(a.config)

@@ -59,6 +59,16 @@ def test_resume_rejects_a_changed_config(tiny, tmp_path):
         train(tiny("optim.lr=1e-3", "train.seed=1"))
 
 
+def test_resume_takes_a_key_added_since_as_its_default(tiny):
+    """A run saved before a config key existed (here model.fused_projections) resumes with that
+    key at its default, and is refused with another value."""
+    saved = to_dict(tiny("train.stop_at_step=2"))
+    del saved["model"]["fused_projections"]
+    loop._check_resume_config(saved, tiny())
+    with pytest.raises(ValueError, match=r"changed: model\.fused_projections\)"):
+        loop._check_resume_config(saved, tiny("model.fused_projections=true"))
+
+
 def test_data_iterator_state_must_match_the_step(tiny):
     run = build(tiny())
     assert next(loop._data_iterator(run, 3, {"next_index": 3}))["inputs"].tolist() == run.dataset[3]["inputs"].tolist()
