@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from lowprec.data.dataset import epoch_of_step, train_iterator
 from lowprec.models import flops_per_token, param_counts
 from lowprec.train import checkpoint
-from lowprec.train.config import Config, default_tree, dump_config
+from lowprec.train.config import ADDED_KEYS, Config, default_tree, dump_config
 from lowprec.train.divergence import LossWatch, watch
 from lowprec.train.mfu import format_mfu, mfu
 from lowprec.train.precision import check_recipe
@@ -38,11 +38,10 @@ def _flat_keys(tree: dict, prefix: str = "") -> dict:
 
 
 def _check_resume_config(saved: dict, cfg: Config) -> None:
-    """Raise unless cfg is the saved run's config, up to RESUME_MUTABLE keys. A key that lowprec added
-    after the run was saved counts as its default there (the behaviour the run had)."""
-    new = _flat_keys(to_dict(cfg))
-    added = {k: v for k, v in _flat_keys(default_tree()).items() if k in new}
-    old = added | _flat_keys(saved)
+    """Raise unless cfg is the saved run's config, up to RESUME_MUTABLE keys. An ADDED_KEYS key that
+    the saved config lacks counts as its default there (the behaviour the run had)."""
+    new, defaults = _flat_keys(to_dict(cfg)), _flat_keys(default_tree())
+    old = {k: defaults[k] for k in ADDED_KEYS} | _flat_keys(saved)
     changed = sorted(k for k in old.keys() | new.keys() if k not in RESUME_MUTABLE and old.get(k) != new.get(k))
     if changed:
         raise ValueError(f"{cfg.train.run_dir} holds a checkpoint of a different config (changed: {', '.join(changed)}); "
