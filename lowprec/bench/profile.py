@@ -58,17 +58,52 @@ def print_ops(title: str, ops: collections.Counter, line_names: list[str], top: 
 
 @dataclasses.dataclass(frozen=True)
 class Launch:
-    """One kernel launch (or memset / memcpy) of a traced call, as the trace names it."""
+    """One kernel launch (or memset / memcpy) of a traced call, as the trace names it; start_us from
+    the call's first launch."""
 
     name: str
     us: float
+    start_us: float = 0.0
 
 
 def device_launches(call: Callable[[int], object], warmup: int = 3) -> list[Launch]:
     """The launches of one traced call of `call(i)` on the first GPU's streams, in start order."""
     planes = _device_planes(call, 1, warmup)
-    events = [ev for ln in (planes[0].lines if planes else []) if ln.name.startswith("Stream") for ev in ln.events]
-    return [Launch(ev.name, ev.duration_ns / 1e3) for ev in sorted(events, key=lambda ev: ev.start_ns)]
+    events = sorted((ev for ln in (planes[0].lines if planes else []) if ln.name.startswith("Stream") for ev in ln.events),
+                    key=lambda ev: ev.start_ns)
+    t0 = events[0].start_ns if events else 0
+    return [Launch(ev.name, ev.duration_ns / 1e3, (ev.start_ns - t0) / 1e3) for ev in events]
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeline:
+    """A traced call's GPU time: its span (first launch's start to last one's end), the time some
+    launch ran (busy; streams overlap), the idle rest, and its longest idle stretches as
+    (us, the launch they precede), longest first. A step whose wall time per call, back to back,
+    exceeds `span_us` also idles between calls."""
+
+    span_us: float
+    busy_us: float
+    launches: int
+    longest_idle: tuple[tuple[float, str], ...]
+
+    @property
+    def idle_us(self) -> float:
+        return self.span_us - self.busy_us
+
+
+def timeline(launches: list[Launch], keep: int = 3) -> Timeline:
+    """The `Timeline` of launches (any order) with its `keep` longest idle stretches."""
+    ordered = sorted(launches, key=lambda l: l.start_us)
+    busy, idle, end = 0.0, [], None
+    for l in ordered:
+        if end is not None and l.start_us > end:
+            idle.append((l.start_us - end, l.name))
+        start = l.start_us if end is None else max(l.start_us, end)
+        busy += max(0.0, l.start_us + l.us - start)
+        end = l.start_us + l.us if end is None else max(end, l.start_us + l.us)
+    span = 0.0 if not ordered else end - ordered[0].start_us
+    return Timeline(span, busy, len(ordered), tuple(sorted(idle, key=lambda g: -g[0])[:keep]))
 
 
 _COPY = re.compile(r"memset|memcpy", re.IGNORECASE)

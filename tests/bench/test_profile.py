@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from lowprec.bench.hlo import Kernel, kernels
-from lowprec.bench.profile import Launch, attribute
+from lowprec.bench.profile import Launch, attribute, timeline
 
 PROGRAM = """HloModule jit_step, is_scheduled=true
 
@@ -72,3 +72,16 @@ def test_attribute_skips_instructions_that_launch_nothing():
     # a Pallas launch never takes an XLA fusion's place, nor a fusion's launch a custom call's
     assert attribute([Launch("loop_b_fusion", 1.0)], [Kernel("pallas_call", "custom-call", "__gpu$xla.gpu.triton", "", 0, 0, "")]) == [
         (Launch("loop_b_fusion", 1.0), None)]
+
+
+def test_timeline_separates_busy_and_idle_time():
+    """Busy time is the union of the launches' intervals (a second stream's overlap counts once);
+    idle stretches are the holes, longest first, named by the launch that ends them."""
+    launches = [Launch("memcpy", 1.0, 0.0), Launch("first_kernel", 10.0, 101.0),
+                Launch("nccl_all_reduce", 8.0, 105.0),  # overlaps first_kernel: 101..113 busy
+                Launch("second_kernel", 5.0, 120.0)]
+    t = timeline(list(reversed(launches)), keep=2)
+    assert (t.span_us, t.busy_us, t.launches) == (125.0, 1.0 + 12.0 + 5.0, 4)
+    assert t.idle_us == 125.0 - 18.0
+    assert t.longest_idle == ((100.0, "first_kernel"), (7.0, "second_kernel"))
+    assert timeline([]) == type(t)(0.0, 0.0, 0, ())
