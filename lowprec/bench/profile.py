@@ -94,16 +94,17 @@ class Timeline:
 
 def timeline(launches: list[Launch], keep: int = 3) -> Timeline:
     """The `Timeline` of launches (any order) with its `keep` longest idle stretches."""
+    if not launches:
+        return Timeline(0.0, 0.0, 0, ())
     ordered = sorted(launches, key=lambda l: l.start_us)
-    busy, idle, end = 0.0, [], None
+    busy, idle, end = 0.0, [], ordered[0].start_us  # end: where the busy time so far stops
     for l in ordered:
-        if end is not None and l.start_us > end:
+        if l.start_us > end:
             idle.append((l.start_us - end, l.name))
-        start = l.start_us if end is None else max(l.start_us, end)
-        busy += max(0.0, l.start_us + l.us - start)
-        end = l.start_us + l.us if end is None else max(end, l.start_us + l.us)
-    span = 0.0 if not ordered else end - ordered[0].start_us
-    return Timeline(span, busy, len(ordered), tuple(sorted(idle, key=lambda g: -g[0])[:keep]))
+        stop = l.start_us + l.us
+        busy += max(0.0, stop - max(l.start_us, end))
+        end = max(end, stop)
+    return Timeline(end - ordered[0].start_us, busy, len(ordered), tuple(sorted(idle, key=lambda g: -g[0])[:keep]))
 
 
 _COPY = re.compile(r"memset|memcpy", re.IGNORECASE)
