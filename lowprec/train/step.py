@@ -68,7 +68,10 @@ def make_train_step(model_def: ModelDef, cfg: Config, optimizer: optax.GradientT
         if accum == 1:  # no scan: a noticeably faster compile for the common case
             (_, (ce, other)), grads = grad_fn(params, other, batch, step_key)
             return grads, other, ce
-        micro = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
+        # Micro-batch i is rows i::accum, so each device's block of the sharded batch holds its share
+        # of every micro-batch. (Contiguous micro-batches each sit on some devices only: XLA then
+        # gathers the whole batch onto every device, and every device computes all of it.)
+        micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1), batch)
 
         def body(carry, xs):
             grads, other, ce_sum = carry

@@ -57,6 +57,20 @@ def test_sharded_accumulated_step_matches_single_device(tiny):
         np.testing.assert_allclose(p4[k], p1[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
+@pytest.mark.parametrize("mesh", [("mesh.data=4",), ("mesh.data=2", "mesh.fsdp=2")])
+def test_accumulated_micro_batches_stay_on_their_devices(tiny, mesh):
+    """With grad_accum each device computes its own rows of every micro-batch: the compiled step
+    gathers no token batch and runs the model on batch_size / (grad_accum x devices) rows."""
+    import re
+
+    run = build(tiny("model.n_layers=1", "optim.grad_accum=2", *mesh))
+    batch = jax.device_put(run.dataset[0], run.shardings["batch"])
+    hlo = run.train_step.lower(run.state, run.opt_state, batch, np.int32(0)).compile().as_text()
+    b, t = batch["inputs"].shape
+    assert not re.findall(r"= s32\[[0-9,]*\]\S* all-gather", hlo)
+    assert f"s32[{b // 8},{t}]" in hlo and f"s32[{b // 2},{t}]" not in hlo
+
+
 def test_projections_of_one_input_share_its_amax_across_devices(tiny, monkeypatch):
     """Data parallel: q/k/v and gate/up read one input each. Sharing its amax (one reduction, hence one
     all-reduce) saves 3 scalar all-reduces per layer; XLA merges neither the all-reduces nor the casts
