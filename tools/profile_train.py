@@ -7,7 +7,8 @@ SET="model.n_layers=4 ..." (extra overrides), OUT=dir for the compiled HLO text.
 several devices (SET="mesh.data=2") also prints where its all-reduces sit among its kernels.
 LAUNCHES=us: also trace one more step and print its launches of at least that many microseconds, in
 order, each with its HLO instruction, the bytes it moves and the bandwidth that implies.
-Every recipe also prints its wall time per step (back to back) beside one traced step's span, the
+Every recipe also prints its wall time per step (rounds of back-to-back steps, as `lowprec bench
+train` times them) beside one traced step's span, the
 time its launches ran and the idle rest (the longest stretches with the launch they precede).
 """
 import collections
@@ -19,7 +20,7 @@ from pathlib import Path
 from lowprec.bench.hlo import collective_schedule, fp8_fusions, kernels
 from lowprec.bench.profile import attribute, device_launches, device_ops, print_launches, print_ops, timeline
 from lowprec.bench.timing import time_calls
-from lowprec.bench.train import compile_step, synthetic_corpus_for
+from lowprec.bench.train import ROUND_S, compile_step, synthetic_corpus_for
 from lowprec.models import load_model_config
 
 
@@ -54,7 +55,7 @@ def main():
         if step.run.mesh.size > 1:
             print("   schedule:", collective_schedule(step.executable.as_text()).summary())
         launches = device_launches(step.call, warmup=0)
-        t, wall = timeline(launches), time_calls(step.call, reps=5, warmup=1).median_s * 1e3
+        t, wall = timeline(launches), time_calls(step.call, reps=5, warmup=1, round_s=ROUND_S).median_s * 1e3
         print(f"   wall {wall:.2f} ms per step back to back; one traced step: span {t.span_us / 1e3:.2f} ms, "
               f"launches ran {t.busy_us / 1e3:.2f} ms ({t.launches}), idle {t.idle_us / 1e3:.2f} ms, longest: "
               + ", ".join(f"{us / 1e3:.2f} ms before {name[:40]}" for us, name in t.longest_idle))

@@ -2,9 +2,12 @@
 
 Each case builds the real run with lowprec.train.setup.build (model, precision rules, sharded
 state, the jitted donated train step) on a synthetic uniform-token corpus written once per
-model, compiles the step ahead of time, runs `warmup` steps, then times `steps` rounds with
-lowprec.bench.timing.time_calls (one step per round once a step takes over 20 ms) and reports
-the median. Batches rotate
+model, compiles the step ahead of time, runs `warmup` steps, then times `steps` rounds of about
+ROUND_S seconds of back-to-back steps with lowprec.bench.timing.time_calls and reports the median
+step time. Rounds of several steps measure what the training loop gets: it dispatches step i+1
+before it reads step i's metrics, so a step's host dispatch (2-8 ms at 1b, growing with its kernel
+launches) overlaps the previous step's device work. Blocking after every step would add that
+dispatch to each sample, and more to the recipes with more launches. Batches rotate
 between the first two of the dataset. tokens/s = batch x seq_len / median step time; MFU uses
 lowprec.train.mfu with the model's training FLOPs per token (lowprec.models.flops_per_token),
 against the bf16 dense peak for every recipe, so rows compare directly. Peer rows (`peers`, see
@@ -27,6 +30,7 @@ from lowprec.bench.timing import time_calls
 DEFAULT_MODELS = ("350m",)
 DEFAULT_RECIPES = ("bf16", "fp8_tensorwise", "fp8_rowwise", "mxfp8", "nvfp4", "quartet", "mxfp4_bwd")
 SMALL = {"models": ("tiny",), "batch": 4, "seq_len": 64, "overrides": ("model.n_layers=1",)}
+ROUND_S = 1.0
 COLUMNS = (("model", "model", ""), ("recipe", "recipe/peer", ""), ("batch", "B", ""), ("seq_len", "T", ""),
            ("step_ms", "ms/step", ".1f"), ("tokens_per_s", "tokens/s", ".0f"), ("vs_bf16", "vs bf16", ".2f"),
            ("mfu_pct", "MFU %", ".1f"), ("compile_s", "compile s", ".1f"), ("loss", "loss", ".3f"))
@@ -88,7 +92,7 @@ def _case(model: str, recipe: str, *, corpus: Path, batch: int, seq_len: int, st
 
     step = compile_step(model, recipe, corpus=corpus, batch=batch, seq_len=seq_len, overrides=overrides, peer=peer)
     cfg, run, compile_s = step.cfg, step.run, step.compile_s
-    t = time_calls(step.call, reps=steps, warmup=warmup)
+    t = time_calls(step.call, reps=steps, warmup=warmup, round_s=ROUND_S)
     loss = float(step.metrics()["loss"])
     if not math.isfinite(loss):
         raise RuntimeError(f"non-finite loss {loss} after {warmup + steps} steps")
