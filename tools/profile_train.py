@@ -8,8 +8,8 @@ several devices (SET="mesh.data=2") also prints where its all-reduces sit among 
 LAUNCHES=us: also trace one more step and print its launches of at least that many microseconds, in
 order, each with its HLO instruction, the bytes it moves and the bandwidth that implies.
 Every recipe also prints its wall time per step (rounds of back-to-back steps, as `lowprec bench
-train` times them) beside one traced step's span, the
-time its launches ran and the idle rest (the longest stretches with the launch they precede).
+train` times them) beside one traced step's span, the time its launches ran and the idle rest (the
+longest stretches with the launch they precede).
 """
 import collections
 import os

@@ -66,9 +66,9 @@ def test_accumulated_micro_batches_stay_on_their_devices(tiny, mesh):
     run = build(tiny("model.n_layers=1", "optim.grad_accum=2", *mesh))
     batch = jax.device_put(run.dataset[0], run.shardings["batch"])
     hlo = run.train_step.lower(run.state, run.opt_state, batch, np.int32(0)).compile().as_text()
-    b, t = batch["inputs"].shape
+    (b, t), accum = batch["inputs"].shape, 2
     assert not re.findall(r"= s32\[[0-9,]*\]\S* all-gather", hlo)
-    assert f"s32[{b // 8},{t}]" in hlo and f"s32[{b // 2},{t}]" not in hlo
+    assert f"s32[{b // (accum * run.mesh.size)},{t}]" in hlo and f"s32[{b // accum},{t}]" not in hlo
 
 
 def test_projections_of_one_input_share_its_amax_across_devices(tiny, monkeypatch):
