@@ -76,7 +76,8 @@ class Attention(nnx.Module):
         q_out, kv_out = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
         self.fused = cfg.fused_projections
         if self.fused:
-            self.qkv_proj = _linear(cfg, cfg.d_model, q_out + 2 * kv_out, rngs)
+            self.qkv_sizes = (q_out, kv_out, kv_out)
+            self.qkv_proj = _linear(cfg, cfg.d_model, sum(self.qkv_sizes), rngs)
         else:
             self.q_proj = _linear(cfg, cfg.d_model, q_out, rngs)
             self.k_proj = _linear(cfg, cfg.d_model, kv_out, rngs)
@@ -88,8 +89,7 @@ class Attention(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, _ = x.shape
         if self.fused:
-            kv_out = self.n_kv * self.head_dim
-            q, k, v = split_last(self.qkv_proj(x), (self.n_heads * self.head_dim, kv_out, kv_out))
+            q, k, v = split_last(self.qkv_proj(x), self.qkv_sizes)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         q = q.reshape(b, t, self.n_heads, self.head_dim)
