@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from lowprec.train.config import Config
+from lowprec.train.loss import cross_entropy
 from lowprec.train.optim import apply_updates
 from lowprec.train.precision import quant_scope
 from lowprec.train.state import ModelDef, other_state
@@ -29,15 +30,6 @@ INIT_STREAM, QUANT_STREAM, EVAL_STREAM = 0, 1, 2
 
 def stream_key(seed: int, stream: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), stream)
-
-
-def cross_entropy(logits: jax.Array, targets: jax.Array, z_loss: float = 0.0) -> tuple[jax.Array, jax.Array]:
-    """(objective, ce): token-mean cross-entropy in f32, objective adds z_loss·mean(logsumexp²)."""
-    logits = logits.astype(jnp.float32)
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    ce = jnp.mean(lse - picked)
-    return ce + z_loss * jnp.mean(lse**2), ce
 
 
 def _loss_fn(model_def: ModelDef, cfg: Config):
