@@ -3,10 +3,12 @@
 #   bash tools/gpu_scaling.sh        (results under $OUT/scaling_*.json, default /tmp/lowprec_scaling)
 # Weak scaling: each GPU keeps BATCH sequences, so the global batch is BATCH x GPUs. One GPU of the
 # same machine first, then data parallel (mesh.data=N) and FSDP (mesh.fsdp=N); the XLA autotune
-# cache is shared so later compiles reuse the first one's GEMM choices.
+# cache is shared so later compiles reuse the first one's GEMM choices. ACCUM=k runs every layout with
+# optim.grad_accum=k (micro-batches of BATCH sequences per GPU), which pays the gradient all-reduce
+# once per k micro-batches: XLA:GPU moves it out of the accumulation loop.
 set -u
 OUT=${OUT:-/tmp/lowprec_scaling}
-MODELS=${MODELS:-1b} RECIPES=${RECIPES:-bf16,fp8_tensorwise_pow2} BATCH=${BATCH:-8} SEQ=${SEQ:-2048} REPS=${REPS:-10}
+MODELS=${MODELS:-1b} RECIPES=${RECIPES:-bf16,fp8_tensorwise_pow2} BATCH=${BATCH:-8} SEQ=${SEQ:-2048} REPS=${REPS:-10} ACCUM=${ACCUM:-1}
 N=$(nvidia-smi -L | wc -l)
 mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -17,11 +19,11 @@ export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_gpu_per_fusion_autotune_cache_d
 bench() {  # bench NAME BATCH [--set ...]
   local name=$1 batch=$2; shift 2
   python3 -m lowprec.cli bench train --out "$OUT/$name" --reps "$REPS" --models "$MODELS" --recipes "$RECIPES" \
-    --batch "$batch" --seq-len "$SEQ" "$@" 2>&1 | grep -v -i warn | tail -n 8
+    --batch "$batch" --seq-len "$SEQ" --set optim.grad_accum="$ACCUM" "$@" 2>&1 | grep -v -i warn | tail -n 8
 }
-CUDA_VISIBLE_DEVICES=0 bench gpu1 "$BATCH"
-bench "dp$N" $((BATCH * N)) --set mesh.data="$N"
-bench "fsdp$N" $((BATCH * N)) --set mesh.data=1 --set mesh.fsdp="$N"
+CUDA_VISIBLE_DEVICES=0 bench gpu1 $((BATCH * ACCUM))
+bench "dp$N" $((BATCH * ACCUM * N)) --set mesh.data="$N"
+bench "fsdp$N" $((BATCH * ACCUM * N)) --set mesh.data=1 --set mesh.fsdp="$N"
 python3 - "$OUT" "$N" <<'PY'
 import json, pathlib, sys
 out, n = pathlib.Path(sys.argv[1]), sys.argv[2]
