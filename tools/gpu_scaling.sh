@@ -4,8 +4,9 @@
 # Weak scaling: each GPU keeps BATCH sequences, so the global batch is BATCH x GPUs. One GPU of the
 # same machine first, then data parallel (mesh.data=N) and FSDP (mesh.fsdp=N); the XLA autotune
 # cache is shared so later compiles reuse the first one's GEMM choices. ACCUM=k runs every layout with
-# optim.grad_accum=k (micro-batches of BATCH sequences per GPU), which pays the gradient all-reduce
-# once per k micro-batches: XLA:GPU moves it out of the accumulation loop.
+# optim.grad_accum=k (micro-batches of BATCH sequences per GPU). Data parallel then pays the gradient
+# all-reduce once per k micro-batches, because XLA:GPU moves it out of the accumulation loop.
+# (Checked on a mocked mesh; FSDP's reduce-scatters were not checked.)
 set -u
 OUT=${OUT:-/tmp/lowprec_scaling}
 MODELS=${MODELS:-1b} RECIPES=${RECIPES:-bf16,fp8_tensorwise_pow2} BATCH=${BATCH:-8} SEQ=${SEQ:-2048} REPS=${REPS:-10} ACCUM=${ACCUM:-1}
