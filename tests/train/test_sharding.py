@@ -1,4 +1,6 @@
 """Mesh, sharding rules, and a 4-device (data 2 x fsdp 2) step equal to the 1-device step."""
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -61,8 +63,6 @@ def test_sharded_accumulated_step_matches_single_device(tiny):
 def test_accumulated_micro_batches_stay_on_their_devices(tiny, mesh):
     """With grad_accum each device computes its own rows of every micro-batch: the compiled step
     gathers no token batch and runs the model on batch_size / (grad_accum x devices) rows."""
-    import re
-
     run = build(tiny("model.n_layers=1", "optim.grad_accum=2", *mesh))
     batch = jax.device_put(run.dataset[0], run.shardings["batch"])
     hlo = run.train_step.lower(run.state, run.opt_state, batch, np.int32(0)).compile().as_text()
