@@ -6,7 +6,8 @@
 # cache is shared so later compiles reuse the first one's GEMM choices. ACCUM=k runs every layout with
 # optim.grad_accum=k (micro-batches of BATCH sequences per GPU). Data parallel then pays the gradient
 # all-reduce once per k micro-batches, because XLA:GPU moves it out of the accumulation loop.
-# (Checked on a mocked mesh; FSDP's reduce-scatters were not checked.)
+# FSDP still reduces the gradients (and gathers the parameters) in every micro-batch. (Both checked
+# on a mocked two-GPU mesh.)
 set -u
 OUT=${OUT:-/tmp/lowprec_scaling}
 MODELS=${MODELS:-1b} RECIPES=${RECIPES:-bf16,fp8_tensorwise_pow2} BATCH=${BATCH:-8} SEQ=${SEQ:-2048} REPS=${REPS:-10} ACCUM=${ACCUM:-1}
